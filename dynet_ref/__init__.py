@@ -1,0 +1,1 @@
+"""dynet_ref package."""

@@ -1,0 +1,1 @@
+"""million_ird/stages package."""
