@@ -1,0 +1,196 @@
+"""The dataset store: one folder of Parquet part files per table, read through DuckDB views."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import platform
+import subprocess
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from million_ird import __version__
+from million_ird.schema import SCHEMAS, SELECTIONS
+
+log = logging.getLogger(__name__)
+
+PART_GLOB = "part-*.parquet"
+TMP_PREFIX = ".tmp-"
+
+LATEST_DOWNLOADS = """
+SELECT * FROM downloads
+QUALIFY row_number() OVER (PARTITION BY image_id ORDER BY (status = 'ok') DESC, attempt DESC, finished_at DESC) = 1
+"""
+LATEST_SCORES = """
+SELECT image_id, max(niqe) FILTER (WHERE niqe IS NOT NULL) AS niqe,
+       max(brisque) FILTER (WHERE brisque IS NOT NULL) AS brisque,
+       max(nima) FILTER (WHERE nima IS NOT NULL) AS nima
+FROM (SELECT * FROM scores WHERE error IS NULL
+      QUALIFY row_number() OVER (PARTITION BY image_id, metrics ORDER BY scored_at DESC) = 1)
+GROUP BY image_id
+"""
+CATALOG = """
+SELECT i.image_id, i.source, i.url, i.width AS declared_width, i.height AS declared_height,
+       d.status, d.error, coalesce(d.path, i.path) AS path, d.format, d.width, d.height, d.channels,
+       d.bit_depth, d.bytes, d.sha256, d.attempt, s.niqe, s.brisque, s.nima
+FROM images i
+LEFT JOIN latest_downloads d USING (image_id)
+LEFT JOIN latest_scores s USING (image_id)
+"""
+
+
+class StoreError(RuntimeError):
+    """A problem with the dataset store that the user must fix (message says how)."""
+
+
+def utc_now() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(timezone.utc)
+
+
+def new_run_id(command: str) -> str:
+    """A sortable, unique id for one invocation of a command."""
+    return f"{utc_now():%Y%m%dT%H%M%SZ}-{command}-{uuid.uuid4().hex[:6]}"
+
+
+def conform(table: pa.Table, schema: pa.Schema, name: str) -> pa.Table:
+    """Cast `table` to `schema`: order columns, add missing nullable ones as nulls, refuse unknown ones."""
+    unknown = set(table.column_names) - set(schema.names)
+    if unknown:
+        raise StoreError(f"table {name!r}: unknown columns {sorted(unknown)}; the schema has {schema.names}")
+    columns = []
+    for field in schema:
+        if field.name in table.column_names:
+            col = table.column(field.name).cast(field.type)
+            if not field.nullable and col.null_count:
+                raise StoreError(f"table {name!r}: column {field.name!r} has {col.null_count} nulls")
+            columns.append(col)
+        elif field.nullable:
+            columns.append(pa.nulls(table.num_rows, field.type))
+        else:
+            raise StoreError(f"table {name!r}: required column {field.name!r} is missing")
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def write_parquet_atomic(table: pa.Table, path: Path) -> Path:
+    """Write `table` to `path` through a temp name in the same folder, fsync, then rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{TMP_PREFIX}{uuid.uuid4().hex}-{path.name}")
+    try:
+        pq.write_table(table, tmp, compression="zstd")
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def write_json_atomic(obj: Any, path: Path) -> Path:
+    """Write `obj` as indented JSON through a temp name, then rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{TMP_PREFIX}{uuid.uuid4().hex}-{path.name}")
+    try:
+        tmp.write_text(json.dumps(obj, indent=2, default=str, sort_keys=True))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def code_version() -> dict[str, str]:
+    """Versions of this package, its git commit (if any) and the libraries that shape the data."""
+    versions = {"million_ird": __version__, "python": platform.python_version(),
+                "duckdb": duckdb.__version__, "pyarrow": pa.__version__}
+    try:
+        here = Path(__file__).resolve().parent
+        out = subprocess.run(["git", "-C", str(here), "describe", "--always", "--dirty", "--abbrev=12"],
+                             capture_output=True, text=True, timeout=5, check=False)
+        if out.returncode == 0:
+            versions["git"] = out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return versions
+
+
+class Store:
+    """A dataset directory: append-only Parquet tables, files/, runs/, read through DuckDB."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root).resolve()
+
+    @property
+    def files_dir(self) -> Path:
+        """Where downloaded originals and patch shards live."""
+        return self.root / "files"
+
+    def parts(self, table: str) -> list[Path]:
+        """The committed part files of `table` (temp files are never listed)."""
+        return sorted((self.root / table).glob(PART_GLOB))
+
+    def append(self, table: str, rows: pa.Table, run_id: str | None = None) -> Path | None:
+        """Append `rows` to `table` as a new part file; returns its path (None for zero rows)."""
+        if table not in SCHEMAS:
+            raise StoreError(f"unknown table {table!r}; tables are {sorted(SCHEMAS)}")
+        if rows.num_rows == 0:
+            return None
+        data = conform(rows, SCHEMAS[table], table)
+        stem = run_id or new_run_id(table)
+        name = f"part-{stem}-{uuid.uuid4().hex[:8]}.parquet"
+        return write_parquet_atomic(data, self.root / table / name)
+
+    def clean_temp(self) -> int:
+        """Remove temp files a killed writer left behind; returns how many were removed."""
+        removed = 0
+        if not self.root.exists():
+            return 0
+        for tmp in self.root.rglob(f"{TMP_PREFIX}*"):
+            if tmp.is_file():
+                tmp.unlink()
+                removed += 1
+        return removed
+
+    def _source(self, table: str, schema: pa.Schema, con: duckdb.DuckDBPyConnection) -> str:
+        files = self.parts(table)
+        if files:
+            listing = ", ".join("'" + str(f).replace("'", "''") + "'" for f in files)
+            return f"SELECT * FROM read_parquet([{listing}])"
+        con.register(f"_empty_{table}", schema.empty_table())
+        return f"SELECT * FROM _empty_{table}"
+
+    def connect(self) -> duckdb.DuckDBPyConnection:
+        """An in-memory DuckDB connection with views over every table, `catalog` and `selections`."""
+        con = duckdb.connect(":memory:")
+        for table, schema in SCHEMAS.items():
+            con.execute(f"CREATE VIEW {table} AS {self._source(table, schema, con)}")
+        sel = sorted((self.root / "selections").glob(f"*/{PART_GLOB}"))
+        if sel:
+            listing = ", ".join("'" + str(f).replace("'", "''") + "'" for f in sel)
+            con.execute(f"CREATE VIEW selections AS SELECT * FROM read_parquet([{listing}])")
+        else:
+            con.register("_empty_selections", SELECTIONS.empty_table())
+            con.execute("CREATE VIEW selections AS SELECT * FROM _empty_selections")
+        con.execute(f"CREATE VIEW latest_downloads AS {LATEST_DOWNLOADS}")
+        con.execute(f"CREATE VIEW latest_scores AS {LATEST_SCORES}")
+        con.execute(f"CREATE VIEW catalog AS {CATALOG}")
+        return con
+
+    def query(self, sql: str, params: list[Any] | None = None) -> pa.Table:
+        """Run one SQL statement over the views and return an Arrow table."""
+        with self.connect() as con:
+            return con.execute(sql, params or []).to_arrow_table()
+
+    def save_run(self, command: str, run_id: str, config: Any, stats: dict[str, Any]) -> Path:
+        """Record the resolved config, stats and code versions of one command under runs/."""
+        cfg = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else config
+        record = {"command": command, "run_id": run_id, "finished_at": utc_now().isoformat(),
+                  "manifest": str(self.root), "config": cfg, "stats": stats, "versions": code_version()}
+        return write_json_atomic(record, self.root / "runs" / f"{run_id}.json")
