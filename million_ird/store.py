@@ -186,7 +186,7 @@ class Store:
     def query(self, sql: str, params: list[Any] | None = None) -> pa.Table:
         """Run one SQL statement over the views and return an Arrow table."""
         with self.connect() as con:
-            return con.execute(sql, params or []).to_arrow_table()
+            return con.execute(sql, params or []).arrow().read_all()
 
     def save_run(self, command: str, run_id: str, config: Any, stats: dict[str, Any]) -> Path:
         """Record the resolved config, stats and code versions of one command under runs/."""
