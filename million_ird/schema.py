@@ -93,8 +93,20 @@ PAIRS = pa.schema(
     ]
 )
 
+REJECTED = pa.schema(
+    [
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("url", pa.string()),
+        pa.field("path", pa.string()),
+        pa.field("origin", pa.string(), nullable=False),  # input file and row
+        pa.field("reason", pa.string(), nullable=False),
+        pa.field("run_id", pa.string()),
+    ]
+)
+
 SCHEMAS: dict[str, pa.Schema] = {
     "images": IMAGES,
+    "rejected": REJECTED,
     "downloads": DOWNLOADS,
     "scores": SCORES,
     "patches": PATCHES,

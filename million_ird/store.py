@@ -121,6 +121,19 @@ def code_version() -> dict[str, str]:
     return versions
 
 
+def plain(obj: Any) -> Any:
+    """Dataclasses, dicts, tuples and paths as JSON-ready plain values (for run records)."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, dict):
+        return {str(k): plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [plain(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
 class Store:
     """A dataset directory: append-only Parquet tables, files/, runs/, read through DuckDB."""
 
@@ -186,11 +199,11 @@ class Store:
     def query(self, sql: str, params: list[Any] | None = None) -> pa.Table:
         """Run one SQL statement over the views and return an Arrow table."""
         with self.connect() as con:
-            return con.execute(sql, params or []).arrow().read_all()
+            return con.sql(sql, params=params or None).to_arrow_table()
 
     def save_run(self, command: str, run_id: str, config: Any, stats: dict[str, Any]) -> Path:
         """Record the resolved config, stats and code versions of one command under runs/."""
-        cfg = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else config
+        cfg = plain(config)
         record = {"command": command, "run_id": run_id, "finished_at": utc_now().isoformat(),
                   "manifest": str(self.root), "config": cfg, "stats": stats, "versions": code_version()}
         return write_json_atomic(record, self.root / "runs" / f"{run_id}.json")

@@ -1,0 +1,181 @@
+"""`million-ird` command line: every stage of the curation pipeline over one dataset store."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import duckdb
+import typer
+
+from million_ird.report import format_table
+from million_ird.sources.common import IngestConfig, IngestError
+from million_ird.store import Store, StoreError
+
+app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+
+Manifest = Annotated[Path, typer.Option("--manifest", "-m", help="Dataset directory (created if missing).")]
+
+
+def fail(message: str) -> None:
+    """Print a one-line error to stderr and exit with status 2."""
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+def rows_of(table: object) -> list[dict]:
+    """Rows of an Arrow table as dicts."""
+    return table.to_pylist()  # type: ignore[attr-defined]
+
+
+@app.callback()
+def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details.")] = False) -> None:
+    """Curate the Million-IRD pre-training set into a Parquet + DuckDB dataset store."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+@app.command()
+def ingest(
+    manifest: Manifest,
+    parquet: Annotated[list[Path] | None, typer.Option(help="LAION-HR-style Parquet metadata file(s).")] = None,
+    urls: Annotated[Path | None, typer.Option(help="Text file with one URL per line, or a CSV with a URL column.")] = None,
+    folder: Annotated[Path | None, typer.Option(help="Local folder of images (DIV2K, Flickr2K, LSDIR, NTIRE), verified in place.")] = None,
+    source: Annotated[str | None, typer.Option(help="Source name stored with every row [default: laion-hr, urls, or the folder name].")] = None,
+    url_col: Annotated[str | None, typer.Option(help="URL column [default: URL or url].")] = None,
+    width_col: Annotated[str | None, typer.Option(help="Declared-width column [default: WIDTH or width].")] = None,
+    height_col: Annotated[str | None, typer.Option(help="Declared-height column [default: HEIGHT or height].")] = None,
+    caption_col: Annotated[str | None, typer.Option(help="Caption column [default: TEXT, caption or text].")] = None,
+    min_side: Annotated[int, typer.Option(help="Reject rows whose declared shorter side is below N pixels (0: keep all).")] = 0,
+    max_watermark: Annotated[float | None, typer.Option(help="Reject rows with pwatermark above P (LAION metadata).")] = None,
+) -> None:
+    """Add candidate images from source lists; non-http(s) URLs are rejected with a reason, never fetched."""
+    from million_ird.sources.ingest import IngestInputs
+    from million_ird.sources.ingest import ingest as run_ingest
+
+    given = [x for x in (parquet, urls, folder) if x]
+    if len(given) != 1:
+        fail("pass exactly one of --parquet FILE..., --urls FILE or --folder DIR")
+    default_source = "laion-hr" if parquet else "urls" if urls else Path(folder).name  # type: ignore[arg-type]
+    cfg = IngestConfig(source=source or default_source, url_col=url_col, width_col=width_col,
+                       height_col=height_col, caption_col=caption_col, min_side=min_side,
+                       max_watermark=max_watermark)
+    inputs = IngestInputs(parquet=tuple(parquet or ()), urls=urls, folder=folder)
+    try:
+        stats = run_ingest(Store(manifest), inputs, cfg)
+    except (IngestError, StoreError) as exc:
+        fail(str(exc))
+    reasons = stats.pop("rejected_by_reason")
+    typer.echo(format_table([stats]))
+    if reasons:
+        typer.echo(format_table([{"rejected because": k, "rows": v} for k, v in reasons.items()]))
+
+
+@app.command()
+def download(
+    manifest: Manifest,
+    processes: Annotated[int, typer.Option(help="img2dataset worker processes.")] = 1,
+    threads: Annotated[int, typer.Option(help="Download threads per process.")] = 16,
+    timeout: Annotated[int, typer.Option(help="Seconds before a silent connection is given up.")] = 10,
+    retries: Annotated[int, typer.Option(help="Maximum attempts per image across runs; each run tries every pending row once.")] = 3,
+    shard_size: Annotated[int, typer.Option(help="Rows per img2dataset shard (the unit of progress and of crash loss).")] = 500,
+    max_pixels: Annotated[int, typer.Option(help="Decompression-bomb guard: fail images with more pixels than this, unread.")] = 200_000_000,
+) -> None:
+    """Fetch originals byte-for-byte with img2dataset, verify each, record outcomes; safe to re-run."""
+    from million_ird.stages.download import DownloadConfig
+    from million_ird.stages.download import download as run_download
+
+    cfg = DownloadConfig(processes=processes, threads=threads, timeout=timeout, retries=retries,
+                         shard_size=shard_size, max_pixels=max_pixels)
+    try:
+        stats = run_download(Store(manifest), cfg)
+    except StoreError as exc:
+        fail(str(exc))
+    errors = stats.pop("errors")
+    typer.echo(format_table([stats]))
+    if errors:
+        typer.echo(format_table([{"error": k[:100], "rows": v} for k, v in errors.items()]))
+
+
+def _emit(table: object, fmt: str) -> None:
+    rows = rows_of(table)
+    if fmt == "json":
+        typer.echo(json.dumps(rows, default=str, indent=1))
+    elif fmt == "csv":
+        buf = io.StringIO()
+        names = table.column_names  # type: ignore[attr-defined]
+        writer = csv.DictWriter(buf, fieldnames=names)
+        writer.writeheader()
+        writer.writerows(rows)
+        sys.stdout.write(buf.getvalue())
+    else:
+        typer.echo(format_table(rows, table.column_names))  # type: ignore[attr-defined]
+
+
+@app.command()
+def query(
+    manifest: Manifest,
+    sql: Annotated[str, typer.Argument(help="One read-only SQL statement over the views images, downloads, catalog, "
+                                            "scores, selections, patches, pairs, rejected.")],
+    format: Annotated[str, typer.Option("--format", "-f", help="Output: table, csv or json (a list of row objects).")] = "table",
+) -> None:
+    """Run read-only SQL over the store's DuckDB views."""
+    if format not in ("table", "csv", "json"):
+        fail(f"--format {format!r}: choose table, csv or json")
+    store = Store(manifest)
+    if not store.root.is_dir():
+        fail(f"{store.root}: no dataset directory here; run `million-ird ingest --manifest DIR ...` first")
+    try:
+        with store.connect() as con:
+            statements = con.extract_statements(sql)
+            kinds = {s.type for s in statements}
+            if len(statements) != 1 or not kinds <= {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}:
+                fail("query takes exactly one read-only statement (SELECT, WITH, DESCRIBE, EXPLAIN)")
+            table = con.sql(sql).to_arrow_table()
+    except duckdb.Error as exc:
+        fail(f"SQL: {str(exc).splitlines()[0]}")
+    _emit(table, format)
+
+
+@app.command()
+def stats(
+    manifest: Manifest,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the statistics as JSON.")] = False,
+) -> None:
+    """Rows per source and status, bytes, megapixels, declared vs real resolution."""
+    from million_ird.stats import store_stats
+
+    store = Store(manifest)
+    if not store.root.is_dir():
+        fail(f"{store.root}: no dataset directory here; run `million-ird ingest --manifest DIR ...` first")
+    result = store_stats(store)
+    if as_json:
+        typer.echo(json.dumps(result, default=str, indent=1))
+        return
+    typer.echo(format_table(result["sources"] + [result["total"]]))
+    typer.echo(f"rejected at ingest: {result['rejected_at_ingest']}")
+    if result["top_errors"]:
+        typer.echo(format_table([{"error": (r["error"] or "")[:100], "rows": r["n"]} for r in result["top_errors"]]))
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Where to build the demo dataset store.")] = Path("million-ird-demo"),
+    keep: Annotated[bool, typer.Option(help="Keep an existing --out folder instead of starting fresh.")] = False,
+) -> None:
+    """Run the whole pipeline on the bundled sample, served from a local HTTP server (no network needed)."""
+    from million_ird.demo import DemoConfig, run_demo
+
+    try:
+        run_demo(DemoConfig(out=out, fresh=not keep), echo=typer.echo)
+    except (IngestError, StoreError) as exc:
+        fail(str(exc))
+
+
+
+if __name__ == "__main__":
+    app()

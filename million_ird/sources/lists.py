@@ -1,0 +1,121 @@
+"""Remote source lists: LAION-HR-style Parquet metadata and plain text/CSV lists of URLs."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from tqdm import tqdm
+
+from million_ird.sources.common import (
+    IngestConfig,
+    IngestError,
+    SourceBatch,
+    extras_json,
+    to_int,
+    url_image_id,
+    url_problem,
+)
+
+
+def _pick(columns: list[str], wanted: str | None, defaults: tuple[str, ...], flag: str, where: Path,
+          required: bool) -> str | None:
+    """The column to use: the one asked for (must exist) or the first default present."""
+    if wanted is not None:
+        if wanted not in columns:
+            raise IngestError(f"{where}: no column {wanted!r} (columns: {', '.join(columns)}); pass --{flag} NAME")
+        return wanted
+    for name in defaults:
+        if name in columns:
+            return name
+    if required:
+        raise IngestError(f"{where}: none of the columns {defaults} found (columns: {', '.join(columns)}); "
+                          f"pass --{flag} NAME")
+    return None
+
+
+def _add_url_row(batch: SourceBatch, cfg: IngestConfig, row: dict, cols: dict[str, str | None],
+                 origin: str) -> None:
+    url = row.get(cols["url"])
+    problem = url_problem(url)
+    if problem:
+        batch.reject(cfg.source, origin, problem, url=str(url) if url is not None else None)
+        return
+    url = url.strip()
+    width = to_int(row.get(cols["width"]), cols["width"] or "WIDTH", origin) if cols["width"] else None
+    height = to_int(row.get(cols["height"]), cols["height"] or "HEIGHT", origin) if cols["height"] else None
+    if cfg.min_side and (width is None or height is None or min(width, height) < cfg.min_side):
+        batch.reject(cfg.source, origin, f"declared size {width}x{height} is below --min-side {cfg.min_side}", url=url)
+        return
+    if cfg.max_watermark is not None and cols["watermark"]:
+        pw = row.get(cols["watermark"])
+        if pw is not None and float(pw) > cfg.max_watermark:
+            batch.reject(cfg.source, origin, f"pwatermark {float(pw):.3f} > --max-watermark {cfg.max_watermark}",
+                         url=url)
+            return
+    caption = row.get(cols["caption"]) if cols["caption"] else None
+    batch.images.append({
+        "image_id": url_image_id(url), "source": cfg.source, "url": url, "path": None,
+        "width": width, "height": height, "caption": None if caption is None else str(caption),
+        "extra": extras_json(row, {c for c in cols.values() if c}), "origin": origin,
+    })
+
+
+def _columns(table_cols: list[str], cfg: IngestConfig, where: Path) -> dict[str, str | None]:
+    need_size = cfg.min_side > 0
+    cols = {
+        "url": _pick(table_cols, cfg.url_col, ("URL", "url"), "url-col", where, True),
+        "width": _pick(table_cols, cfg.width_col, ("WIDTH", "width"), "width-col", where, need_size),
+        "height": _pick(table_cols, cfg.height_col, ("HEIGHT", "height"), "height-col", where, need_size),
+        "caption": _pick(table_cols, cfg.caption_col, ("TEXT", "caption", "text"), "caption-col", where, False),
+        "watermark": _pick(table_cols, None, (cfg.watermark_col,), "max-watermark", where,
+                           cfg.max_watermark is not None),
+    }
+    return cols
+
+
+def read_parquet_list(path: Path, cfg: IngestConfig, batch: SourceBatch) -> None:
+    """Read a LAION-HR-style Parquet file (URL, TEXT, WIDTH, HEIGHT, pwatermark, ...) into `batch`."""
+    if not path.is_file():
+        raise IngestError(f"{path}: no such file; check the --parquet path")
+    try:
+        pf = pq.ParquetFile(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise IngestError(f"{path}: not a readable Parquet file ({exc}); pass Parquet to --parquet, "
+                          "text/CSV to --urls") from None
+    cols = _columns(pf.schema_arrow.names, cfg, path)
+    offset = 0
+    with tqdm(total=pf.metadata.num_rows, desc=f"read {path.name}", unit="row", leave=False) as bar:
+        for record_batch in pf.iter_batches(batch_size=65536):
+            for i, row in enumerate(record_batch.to_pylist()):
+                _add_url_row(batch, cfg, row, cols, f"{path}:row {offset + i}")
+            offset += record_batch.num_rows
+            bar.update(record_batch.num_rows)
+
+
+def read_url_list(path: Path, cfg: IngestConfig, batch: SourceBatch) -> None:
+    """Read a text file with one URL per line, or a CSV whose header names the URL column."""
+    if not path.is_file():
+        raise IngestError(f"{path}: no such file; check the --urls path")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise IngestError(f"{path}: not UTF-8 text; --urls takes a text or CSV list of URLs") from None
+    first = lines[0] if lines else ""
+    if path.suffix.lower() in (".csv", ".tsv") or ("," in first and "://" not in first.split(",")[0]):
+        delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+        reader = csv.DictReader(lines, delimiter=delimiter)
+        cols = _columns(list(reader.fieldnames or []), cfg, path)
+        for i, row in enumerate(reader, start=2):
+            _add_url_row(batch, cfg, row, cols, f"{path}:line {i}")
+        return
+    if cfg.min_side:
+        raise IngestError(f"{path}: a plain URL list declares no sizes, so --min-side cannot apply; "
+                          "use a CSV with width/height columns or drop --min-side")
+    cols = {"url": "url", "width": None, "height": None, "caption": None, "watermark": None}
+    for i, line in enumerate(lines, start=1):
+        text = line.strip()
+        if text and not text.startswith("#"):
+            _add_url_row(batch, cfg, {"url": text}, cols, f"{path}:line {i}")
