@@ -59,7 +59,7 @@ def _add_url_row(batch: SourceBatch, cfg: IngestConfig, row: dict, cols: dict[st
     batch.images.append({
         "image_id": url_image_id(url), "source": cfg.source, "url": url, "path": None,
         "width": width, "height": height, "caption": None if caption is None else str(caption),
-        "extra": extras_json(row, {c for c in cols.values() if c}), "origin": origin,
+        "extra": extras_json(row, {c for k, c in cols.items() if c and k != "watermark"}), "origin": origin,
     })
 
 
