@@ -22,6 +22,7 @@ import numpy as np
 from scipy.special import gamma as gamma_fn
 
 from million_ird.iqa import nss
+from million_ird.iqa.registry import Metric, MetricOptions, register
 
 log = logging.getLogger(__name__)
 
@@ -114,3 +115,32 @@ def brisque(img: np.ndarray, model: BrisqueModel | None = None) -> float:
     """BRISQUE of an RGB (HxWx3) or gray (HxW) image, uint8/uint16; lower is better."""
     model = model or load_brisque_model()
     return brisque_from_features(brisque_features(img), model)
+
+
+@register("brisque")
+class BrisqueMetric(Metric):
+    """BRISQUE with LIVE's SVR model shipped in the package."""
+
+    version = BRISQUE_VERSION
+    lower_is_better = True
+
+    def __init__(self, options: MetricOptions) -> None:
+        super().__init__(options)
+        self._model: BrisqueModel | None = None
+
+    def setup(self) -> None:
+        """Load the SVR once."""
+        if self._model is None:
+            self._model = load_brisque_model()
+
+    @property
+    def params_sha256(self) -> str:
+        """sha256 of the converted model file."""
+        self.setup()
+        assert self._model is not None
+        return self._model.sha256
+
+    def score(self, img: np.ndarray) -> float:
+        """BRISQUE of one image."""
+        self.setup()
+        return brisque(img, self._model)

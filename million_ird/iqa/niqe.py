@@ -11,6 +11,7 @@ the Mahalanobis-like distance between the pristine MVG and the MVG of the image'
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ import numpy as np
 from scipy.special import gamma as gamma_fn
 
 from million_ird.iqa import nss
+from million_ird.iqa.registry import Metric, MetricOptions, register
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +53,6 @@ def load_niqe_params(path: str | Path | None = None) -> NiqeParams:
         if not p.is_file():
             raise FileNotFoundError(f"NIQE parameter file {p} not found; create one with `million-ird iqa fit-niqe`")
         raw, source = p.read_bytes(), str(p)
-    import io
-
     with np.load(io.BytesIO(raw)) as d:
         if "mu" not in d or "cov" not in d:
             raise ValueError(f"NIQE parameter file {source} lacks keys 'mu' and 'cov' (has {sorted(d.keys())})")
@@ -142,3 +142,32 @@ def fit_niqe(images: Iterable[np.ndarray], sharpness_threshold: float = 0.75, bl
         raise ValueError(f"only {allf.shape[0]} sharp blocks; a 36-D covariance needs far more (add pristine images)")
     mu, cov = _nan_mvg(allf)
     return {"mu": mu, "cov": cov, "n_blocks": np.int64(allf.shape[0])}
+
+
+@register("niqe")
+class NiqeMetric(Metric):
+    """NIQE with LIVE's pristine model, or a model from `MetricOptions.niqe_params` (fit-niqe output)."""
+
+    version = NIQE_VERSION
+    lower_is_better = True
+
+    def __init__(self, options: MetricOptions) -> None:
+        super().__init__(options)
+        self._params: NiqeParams | None = None
+
+    def setup(self) -> None:
+        """Load the pristine model once."""
+        if self._params is None:
+            self._params = load_niqe_params(self.options.niqe_params)
+
+    @property
+    def params_sha256(self) -> str:
+        """sha256 of the pristine-model file."""
+        self.setup()
+        assert self._params is not None
+        return self._params.sha256
+
+    def score(self, img: np.ndarray) -> float:
+        """NIQE of one image."""
+        self.setup()
+        return niqe(img, self._params)
