@@ -10,9 +10,9 @@ SELECT source,
        count(*) FILTER (WHERE status = 'ok') AS ok,
        count(*) FILTER (WHERE status = 'failed') AS failed,
        count(*) FILTER (WHERE status IS NULL) AS pending,
-       coalesce(sum(bytes) FILTER (WHERE status = 'ok'), 0) AS bytes,
-       round(coalesce(sum(width * height) FILTER (WHERE status = 'ok'), 0) / 1e6, 1) AS megapixels,
-       round(median(least(width, height)) FILTER (WHERE status = 'ok'), 0) AS median_min_side,
+       coalesce(sum(bytes) FILTER (WHERE status = 'ok'), 0)::BIGINT AS bytes,
+       round(coalesce(sum(width * height) FILTER (WHERE status = 'ok'), 0) / 1e6, 1)::DOUBLE AS megapixels,
+       round(median(least(width, height)) FILTER (WHERE status = 'ok'), 0)::BIGINT AS median_min_side,
        count(*) FILTER (WHERE status = 'ok' AND declared_width IS NOT NULL
                         AND (declared_width <> width OR declared_height <> height)) AS size_mismatch,
        count(*) FILTER (WHERE status = 'ok' AND least(width, height) >= 1024) AS ok_min_side_1024

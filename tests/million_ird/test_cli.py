@@ -1,0 +1,80 @@
+"""The command line: query formats and read-only guard, stats, --help for every flag, the demo."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import pytest
+import typer.main
+from curation_helpers import cli
+
+from million_ird.cli import app
+from million_ird.demo import DemoConfig, run_demo
+
+
+@pytest.fixture(scope="module")
+def demo_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("demo") / "store"
+    lines: list[str] = []
+    run_demo(DemoConfig(out=out), echo=lines.append)
+    assert any("== stats" in line for line in lines)
+    return out
+
+
+def test_demo_store_has_expected_outcomes(demo_store: Path) -> None:
+    rows = json.loads(cli("query", "-m", str(demo_store), "-f", "json",
+                          "SELECT source, status, count(*) AS n FROM catalog GROUP BY ALL ORDER BY ALL").stdout)
+    assert rows == [{"source": "DIV2K", "status": "ok", "n": 2}, {"source": "laion-hr", "status": "failed", "n": 3},
+                    {"source": "laion-hr", "status": "ok", "n": 5}]
+    rejected = json.loads(cli("query", "-m", str(demo_store), "-f", "json", "SELECT url FROM rejected ORDER BY url").stdout)
+    assert [r["url"] for r in rejected] == ["file:///etc/passwd", "ftp://example.org/a.png"]
+
+
+def test_query_formats_agree(demo_store: Path) -> None:
+    sql = "SELECT image_id, width, height FROM catalog WHERE status = 'ok' ORDER BY image_id"
+    as_json = json.loads(cli("query", "-m", str(demo_store), "-f", "json", sql).stdout)
+    as_csv = list(csv.DictReader(io.StringIO(cli("query", "-m", str(demo_store), "-f", "csv", sql).stdout)))
+    table = cli("query", "-m", str(demo_store), sql).stdout.splitlines()
+    assert len(as_json) == len(as_csv) == len(table) - 2 == 7
+    assert [(r["image_id"], str(r["width"])) for r in as_json] == [(r["image_id"], r["width"]) for r in as_csv]
+    assert table[2].split()[0] == as_json[0]["image_id"]
+
+
+@pytest.mark.parametrize("sql,message", [
+    ("COPY (SELECT 1) TO 'x.csv'", "read-only"),
+    ("CREATE TABLE t AS SELECT 1", "read-only"),
+    ("SELECT 1; SELECT 2", "exactly one"),
+    ("SELECT nope FROM catalog", "SQL: "),
+])
+def test_query_refuses_writes_and_reports_sql_errors(demo_store: Path, tmp_path: Path, sql: str, message: str) -> None:
+    proc = cli("query", "-m", str(demo_store), sql, check=False, cwd=tmp_path)
+    assert proc.returncode == 2 and message in proc.stderr and not (tmp_path / "x.csv").exists()
+
+
+def test_stats_json_matches_catalog(demo_store: Path) -> None:
+    stats = json.loads(cli("stats", "-m", str(demo_store), "--json").stdout)
+    total = stats["total"]
+    assert (total["images"], total["ok"], total["failed"], total["pending"]) == (10, 7, 3, 0)
+    on_disk = sum(p.stat().st_size for p in (demo_store / "files").rglob("*") if p.is_file())
+    local = sum(p.stat().st_size for p in (demo_store / "inputs" / "DIV2K-sample").iterdir())
+    assert total["bytes"] == on_disk + local
+    assert stats["rejected_at_ingest"] == 2
+
+
+def test_every_option_has_help() -> None:
+    group = typer.main.get_command(app)
+    for name, command in group.commands.items():  # type: ignore[attr-defined]
+        assert command.help, name
+        for param in command.params:
+            if param.param_type_name == "option":
+                assert getattr(param, "help", None), f"{name} {param.name} has no help"
+
+
+def test_demo_refuses_to_clobber_a_non_demo_folder(tmp_path: Path) -> None:
+    (tmp_path / "precious.txt").write_text("keep me")
+    proc = cli("demo", "--out", str(tmp_path), check=False)
+    assert proc.returncode == 2 and "not a demo store" in proc.stderr
+    assert (tmp_path / "precious.txt").read_text() == "keep me"
