@@ -7,9 +7,15 @@ layout. Counts are compared against the reference protocol by `found_vs_expected
 
 from __future__ import annotations
 
+import csv
+import json
 import re
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
@@ -134,3 +140,110 @@ def found_vs_expected(counts: dict[str, int]) -> list[dict[str, object]]:
         ok = found == expected or (name == "sots" and found == 492)
         rows.append({"set": name, "found": found, "expected": expected, "status": "ok" if ok else "INCOMPLETE"})
     return rows
+
+
+# ---------------------------------------------------------------- exports to other projects' layouts
+
+TASK_ORDER = ("denoise", "derain", "dehaze")
+DSRIR_ROWS = 5000  # rain and haze rows per task in DSRIR's lists
+
+
+def _link(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if dst.is_symlink() or dst.exists():
+        dst.unlink()
+    dst.symlink_to(src.resolve())
+
+
+def _write_lines(path: Path, lines: list[str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(f"{line}\n" for line in lines))
+
+
+def export_promptir(rows: list[dict], resolve: Callable[[str], Path], out: Path) -> dict[str, int]:
+    """PromptIR/DyNet layout: Train/{Denoise,Derain,Dehaze}, data_dir/*.txt lists and test/ folders (symlinks)."""
+    counts: Counter = Counter()
+    lists: dict[str, list[str]] = {"noisy/denoise.txt": [], "rainy/rainTrain.txt": [], "hazy/hazy_outside.txt": []}
+    seen: set[str] = set()
+    for row in rows:
+        clean = resolve(row["clean"])
+        degraded = resolve(row["degraded"]) if row["degraded"] else None
+        split, task = row["split"], row["task"]
+        if task == "denoise":
+            name = f"{clean.parent.name}_{clean.name}" if split == "train" else clean.name
+            folder = "Train/Denoise" if split == "train" else f"test/denoise/{json_get(row, 'source') or 'test'}"
+            if f"{folder}/{name}" not in seen:
+                seen.add(f"{folder}/{name}")
+                _link(clean, out / folder / name)
+                if split == "train":
+                    lists["noisy/denoise.txt"].append(name)
+                counts[f"{split}/denoise"] += 1
+            continue
+        if degraded is None:
+            counts["skipped (degraded on the fly)"] += 1
+            continue
+        n = counts[f"{split}/{task}"] + 1
+        if task == "derain":
+            base = out / ("Train/Derain" if split == "train" else "test/derain/Rain100L")
+            rainy, gt = ("rainy", "gt") if split == "train" else ("input", "target")
+            _link(degraded, base / rainy / f"rain-{n}.png")
+            _link(clean, base / gt / f"norain-{n}.png")
+            if split == "train":
+                lists["rainy/rainTrain.txt"].append(f"rainy/rain-{n}.png")
+        else:
+            args = json_get(row, "args") or {}
+            stem = degraded.stem if HAZY_NAME.match(degraded.stem) else f"{n:05d}_{args.get('A', 1)}_{args.get('beta', 0)}"
+            cid = HAZY_NAME.match(stem)["id"]  # type: ignore[index]
+            if split == "train":
+                _link(degraded, out / "Train/Dehaze/synthetic" / f"{stem}{degraded.suffix}")
+                _link(clean, out / "Train/Dehaze/original" / f"{cid}{clean.suffix}")
+                lists["hazy/hazy_outside.txt"].append(f"synthetic/{stem}{degraded.suffix}")
+            else:
+                _link(degraded, out / "test/dehaze/input" / f"{stem}{degraded.suffix}")
+                _link(clean, out / "test/dehaze/target" / f"{cid}{clean.suffix}")
+        counts[f"{split}/{task}"] += 1
+    for name, lines in lists.items():
+        _write_lines(out / "data_dir" / name, lines)
+    return dict(counts)
+
+
+def json_get(row: dict, key: str) -> object:
+    """A key of a row's JSON `params` (None when absent)."""
+    return json.loads(row.get("params") or "{}").get(key)
+
+
+def export_dsrir(rows: list[dict], resolve: Callable[[str], Path], out: Path, seed: int = 0) -> dict[str, int]:
+    """DSRIR lists train_{all_in_one,noise,rain,haze}.csv: a `target,degraded` header then one pair per line."""
+    train = [r for r in rows if r["split"] == "train"]
+    noise = sorted({str(resolve(r["clean"])) for r in train if r["task"] == "denoise"})
+    noise_rows = [f"{c},{c}" for c in noise]
+    rain = [f"{resolve(r['clean'])},{resolve(r['degraded'])}" for r in train if r["task"] == "derain" and r["degraded"]]
+    rain_rows = [rain[i % len(rain)] for i in range(DSRIR_ROWS)] if rain else []
+    haze = [f"{resolve(r['clean'])},{resolve(r['degraded'])}" for r in train if r["task"] == "dehaze" and r["degraded"]]
+    order = np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, 5000]))).permutation(len(haze))
+    haze_rows = [haze[i] for i in sorted(order[:DSRIR_ROWS])]
+    modes = {"noise": noise_rows, "rain": rain_rows, "haze": haze_rows,
+             "all_in_one": noise_rows + rain_rows + haze_rows}
+    for mode, lines in modes.items():
+        # DSRIR's loader drops the first line as a header, so write one
+        _write_lines(out / f"train_{mode}.csv", ["target,degraded", *lines])
+    return {f"train_{m}.csv": len(v) for m, v in modes.items()}
+
+
+def export_mioir(rows: list[dict], resolve: Callable[[str], Path], out: Path) -> dict[str, int]:
+    """One CSV per split with a `task` column, ordered by task, for sequential (MiOIR-style) training."""
+    counts = {}
+    for split in ("train", "test"):
+        part = sorted((r for r in rows if r["split"] == split),
+                      key=lambda r: (TASK_ORDER.index(r["task"]) if r["task"] in TASK_ORDER else 99, r["pair_id"]))
+        path = out / f"{split}.csv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["task", "clean", "degraded", "degradation", "params", "seed", "sigma", "pair_id"])
+            for r in part:
+                writer.writerow([r["task"], resolve(r["clean"]), resolve(r["degraded"]) if r["degraded"] else "",
+                                 r["degradation"] or "", r["params"], r["seed"] if r["seed"] is not None else "",
+                                 r["sigma"] if r["sigma"] is not None else "", r["pair_id"]])
+        counts[f"{split}.csv"] = len(part)
+    return counts

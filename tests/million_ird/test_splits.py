@@ -1,0 +1,183 @@
+"""`splits`: reference counts on tiny fake benchmark trees, generated test sets + --verify, synthetic split."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pyarrow as pa
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from million_ird.cli_splits import register
+from million_ird.stages import splits as S
+from million_ird.store import Store
+
+RUNNER = CliRunner()
+
+
+def cli() -> typer.Typer:
+    """A fresh app with only `splits` (plus a no-op so typer keeps the sub-command name)."""
+    app = typer.Typer()
+    register(app)
+
+    @app.command("noop")
+    def noop() -> None:
+        """Unused."""
+
+    return app
+
+
+def png(path: Path, seed: int, shape: tuple[int, int] = (24, 32)) -> Path:
+    """A small textured PNG."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), np.random.default_rng(seed).integers(0, 256, (*shape, 3), dtype=np.uint8))
+    return path
+
+
+def empty(path: Path) -> None:
+    """An empty file: planning only lists names, it never opens real-pair or training files."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch()
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Benchmark trees with the reference counts (OTS reduced to 2 ids x 35 files)."""
+    root = tmp_path_factory.mktemp("bench")
+    for i in range(400):
+        empty(root / "BSD400" / f"{i}.jpg")
+    for i in range(4744):
+        empty(root / "WED" / f"{i:05d}.bmp")
+    for split, n, (a, b) in (("train", 200, ("rainy", "gt")), ("test", 100, ("input", "target"))):
+        for i in range(1, n + 1):
+            empty(root / "Rain100L" / split / a / f"rain-{i}.png")
+            empty(root / "Rain100L" / split / b / f"norain-{i}.png")
+    for cid in ("0001", "0002"):
+        empty(root / "OTS" / "original" / f"{cid}.jpg")
+        for a in (0.8, 0.85, 0.9, 0.95, 1):
+            for beta in (0.04, 0.06, 0.08, 0.1, 0.12, 0.16, 0.2):
+                empty(root / "OTS" / "synthetic" / f"part{int(a * 20) - 15}" / f"{cid}_{a}_{beta}.jpg")
+    for i in range(500):
+        empty(root / "SOTS" / "hazy" / f"{i:04d}_0.8_0.2.jpg")
+        empty(root / "SOTS" / "gt" / f"{i:04d}.png")
+    for i in range(68):
+        png(root / "CBSD68" / f"{i:04d}.png", i, (8, 8))
+    for i in range(1, 101):
+        png(root / "Urban100" / f"img_{i:03d}.png", 1000 + i, (8, 8))
+    return root
+
+
+def bench_args(root: Path) -> list[str]:
+    """CLI flags for every benchmark folder."""
+    return ["--denoise-train", str(root / "BSD400"), "--denoise-train", str(root / "WED"),
+            "--rain100l", str(root / "Rain100L"), "--reside-ots", str(root / "OTS"), "--sots", str(root / "SOTS"),
+            "--bsd68", str(root / "CBSD68"), "--urban100", str(root / "Urban100")]
+
+
+def test_all_in_one_counts_match_the_reference_protocol(tmp_path: Path, bench: Path) -> None:
+    store_dir = tmp_path / "store"
+    res = RUNNER.invoke(cli(), ["splits", "--manifest", str(store_dir), *bench_args(bench)])
+    assert res.exit_code == 0, res.output
+    report = {line.split()[0]: line.split()[1:] for line in res.output.splitlines() if line[:1].isalpha()}
+    for name in ("denoise-train", "rain100l-train", "rain100l-test", "sots", "bsd68", "urban100"):
+        assert report[name][0] == report[name][1] and report[name][2] == "ok", res.output
+    assert report["ots"] == ["70", "72135", "INCOMPLETE"]
+    store = Store(store_dir)
+    rows = store.query("SELECT split, task, count(*) AS n FROM pairs GROUP BY ALL").to_pylist()
+    counts = {(r["split"], r["task"]): r["n"] for r in rows}
+    assert counts == {("train", "denoise"): 5144 * 3, ("train", "derain"): 200, ("train", "dehaze"): 70,
+                      ("test", "denoise"): (68 + 100) * 3, ("test", "derain"): 100, ("test", "dehaze"): 500}
+    sig = store.query("SELECT sigma, count(*) AS n FROM pairs WHERE task='denoise' GROUP BY 1 ORDER BY 1").to_pylist()
+    assert [(r["sigma"], r["n"]) for r in sig] == [(15.0, 5312), (25.0, 5312), (50.0, 5312)]
+    haze = store.query("SELECT params FROM pairs WHERE pair_id LIKE '%/train/dehaze/ots/part1/0001_0.8_0.2'")
+    assert json.loads(haze.column(0)[0].as_py()) == {"source": "OTS", "A": 0.8, "beta": 0.2, "id": "0001"}
+    again = RUNNER.invoke(cli(), ["splits", "--manifest", str(store_dir), *bench_args(bench)])
+    assert again.exit_code == 0 and store.query("SELECT count(*) FROM pairs").column(0)[0].as_py() == 16806
+    assert re.search(r"skipped\s+already written\s+16806", again.output), again.output
+
+
+def test_generated_test_sets_are_seeded_hashed_and_verified(tmp_path: Path, bench: Path) -> None:
+    store_dir = tmp_path / "store"
+    args = ["splits", "--manifest", str(store_dir), "--bsd68", str(bench / "CBSD68"), "--seed", "3"]
+    assert RUNNER.invoke(cli(), args).exit_code == 0
+    store = Store(store_dir)
+    row = store.query("SELECT * FROM pairs WHERE pair_id = 'all-in-one/test/denoise/bsd68/s25/0007'").to_pylist()[0]
+    params = json.loads(row["params"])
+    clean = cv2.imread(row["clean"])[..., ::-1]
+    noisy = cv2.imread(str(store_dir / row["degraded"]))[..., ::-1]
+    assert row["sigma"] == 25 and params["args"] == {"sigma": 25.0, "rounding": "truncate"}
+    expected, _ = S.derive(np.ascontiguousarray(clean), "gaussian_noise", params["args"], row["seed"])
+    assert np.array_equal(noisy, expected) and params["sha256"] == S.file_sha256(store_dir / row["degraded"])
+    res = RUNNER.invoke(cli(), ["splits", "--manifest", str(store_dir), "--verify"])
+    assert res.exit_code == 0 and "204" in res.output, res.output
+    damaged = noisy.copy()
+    damaged[0, 0] ^= 1
+    cv2.imwrite(str(store_dir / row["degraded"]), damaged[..., ::-1])
+    res = RUNNER.invoke(cli(), ["splits", "--manifest", str(store_dir), "--verify"])
+    assert res.exit_code == 1 and "MISMATCH all-in-one/test/denoise/bsd68/s25/0007: sha256" in res.output
+
+
+def test_missing_or_misnamed_folder_is_a_one_line_error(tmp_path: Path, bench: Path) -> None:
+    res = RUNNER.invoke(cli(), ["splits", "--manifest", str(tmp_path / "s"), "--rain100l", str(bench / "WED")])
+    assert res.exit_code == 2
+    lines = [x for x in res.output.splitlines() if x.startswith("error:")]
+    assert len(lines) == 1 and "expected --rain100l PATH : PATH/train/{rainy|input}/rain-N.png" in lines[0]
+    res = RUNNER.invoke(cli(), ["splits", "--manifest", str(tmp_path / "s")])
+    assert res.exit_code == 2 and "needs at least one of --denoise-train" in res.output
+    res = RUNNER.invoke(cli(), ["splits", "--manifest", str(tmp_path / "s"), "--bsd68", str(tmp_path / "missing")])
+    assert res.exit_code == 2 and "is not a folder; expected --bsd68 PATH : PATH/*.png" in res.output
+
+
+def small_store(root: Path, n: int = 6) -> Store:
+    """A store whose catalog has n downloaded images (one failed download too)."""
+    store = Store(root)
+    ids = [f"img{i}" for i in range(n + 1)]
+    paths = [png(root / "files" / f"{i}.png", k, (40, 48)) for k, i in enumerate(ids)]
+    store.append("images", pa.table({"image_id": ids, "source": ["t"] * len(ids)}))
+    store.append("downloads", pa.table({
+        "image_id": ids, "status": ["ok"] * n + ["failed"], "attempt": [1] * len(ids),
+        "path": [str(p.relative_to(root)) for p in paths]}))
+    return store
+
+
+def test_synthetic_split_is_reproducible_and_verifiable(tmp_path: Path) -> None:
+    small_store(tmp_path / "a")
+    small_store(tmp_path / "b")
+    base = ["splits", "--recipe", "synthetic", "--test-fraction", "0.5", "--seed", "9"]
+    for name in ("a", "b"):
+        res = RUNNER.invoke(cli(), [*base, "--manifest", str(tmp_path / name), "--export", "mioir"])
+        assert res.exit_code == 0, res.output
+    cols = "pair_id, split, task, degradation, params, seed, sigma"
+    a = Store(tmp_path / "a").query(f"SELECT {cols} FROM pairs ORDER BY pair_id").to_pylist()
+    b = Store(tmp_path / "b").query(f"SELECT {cols} FROM pairs ORDER BY pair_id").to_pylist()
+    assert len(a) == 6 * 5 and a == b  # bit-for-bit: same seeds, params, pixel digests
+    assert {r["task"] for r in a} == {"denoise", "derain", "dehaze"} and {r["split"] for r in a} == {"train", "test"}
+    assert len({r["seed"] for r in a}) == len(a)
+    assert all("pixels_sha256" in json.loads(r["params"]) for r in a)
+    assert (tmp_path / "a" / "exports" / "synthetic" / "mioir" / "train.csv").exists()
+    assert RUNNER.invoke(cli(), ["splits", "--manifest", str(tmp_path / "a"), "--recipe", "synthetic",
+                                 "--verify"]).exit_code == 0
+    # a clean image that changed after the split was written is caught by re-derivation
+    train = next(r for r in Store(tmp_path / "a").query("SELECT * FROM pairs WHERE split='train'").to_pylist())
+    png(tmp_path / "a" / train["clean"], 999, (40, 48))
+    res = RUNNER.invoke(cli(), ["splits", "--manifest", str(tmp_path / "a"), "--recipe", "synthetic", "--verify"])
+    assert res.exit_code == 1 and "re-derived pixels differ" in res.output
+
+
+def test_synthetic_split_needs_images(tmp_path: Path) -> None:
+    res = RUNNER.invoke(cli(), ["splits", "--manifest", str(tmp_path), "--recipe", "synthetic"])
+    assert res.exit_code == 2 and "no kept patches and no downloaded images" in res.output
+
+
+def test_synthetic_prefers_kept_patches(tmp_path: Path) -> None:
+    store = small_store(tmp_path)
+    patch = png(tmp_path / "files" / "patches" / "p1.png", 5, (64, 64))
+    store.append("patches", pa.table({"patch_id": ["p1", "p2"], "image_id": ["img0", "img1"], "x": [0, 0],
+                                      "y": [0, 0], "size": [64, 64], "kept": [True, False],
+                                      "path": [str(patch.relative_to(tmp_path)), "files/patches/p2.png"]}))
+    assert S.source_images(store) == [("p1", "files/patches/p1.png")]
