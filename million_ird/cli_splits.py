@@ -40,6 +40,15 @@ def _export(store: Store, recipe: str, kinds: list[str], out: Path, seed: int) -
     return done
 
 
+def _verify(store: Store, recipe: str, run_id: str) -> None:
+    checked, problems = S.verify(store, recipe)
+    typer.echo(format_table([{"recipe": recipe, "pairs checked": checked, "mismatches": len(problems)}]))
+    for pair_id, why in problems[:50]:
+        typer.echo(f"MISMATCH {pair_id}: {why}")
+    store.save_run("splits-verify", run_id, {"recipe": recipe}, {"checked": checked, "mismatches": len(problems)})
+    raise typer.Exit(1 if problems else 0)
+
+
 def register(app: typer.Typer) -> None:
     """Add the `splits` command to `app`."""
 
@@ -52,7 +61,7 @@ def register(app: typer.Typer) -> None:
                                                                  "and WED (5,144 images).")] = None,
         rain100l: Annotated[Path | None, typer.Option(help="Rain100L root with train/ (200) and test/ (100): "
                                                       "{rainy|input}/rain-N.png + {gt|target}/norain-N.png.")] = None,
-        reside_ots: Annotated[Path | None, typer.Option(help="RESIDE OTS root: synthetic/[partK/]<id>_<A>_<beta>.jpg "
+        reside_ots: Annotated[Path | None, typer.Option(help="RESIDE OTS root: synthetic/partK/<id>_<A>_<beta>.jpg "
                                                         "+ original/<id>.jpg.")] = None,
         sots: Annotated[Path | None, typer.Option(help="SOTS-outdoor root: hazy/<id>_<A>_<beta>.jpg + gt/<id>.png.")] = None,
         bsd68: Annotated[Path | None, typer.Option(help="CBSD68 folder (68 clean colour images).")] = None,
@@ -79,13 +88,7 @@ def register(app: typer.Typer) -> None:
         store = Store(manifest)
         run_id = new_run_id("splits")
         if verify:
-            checked, problems = S.verify(store, recipe)
-            typer.echo(format_table([{"recipe": recipe, "pairs checked": checked, "mismatches": len(problems)}]))
-            for pair_id, why in problems[:50]:
-                typer.echo(f"MISMATCH {pair_id}: {why}")
-            store.save_run("splits-verify", run_id, {"recipe": recipe},
-                           {"checked": checked, "mismatches": len(problems)})
-            raise typer.Exit(1 if problems else 0)
+            _verify(store, recipe, run_id)
         try:
             sig = tuple(float(s) for s in sigmas.split(",") if s.strip())
         except ValueError:

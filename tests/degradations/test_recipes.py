@@ -82,3 +82,12 @@ def test_from_dict_and_small_patch_errors(astronaut: np.ndarray) -> None:
         PretrainConfig.from_dict({"sigmas": [10, 20]})
     with pytest.raises(degradations.DegradationError, match="smaller than the 128 crop"):
         pretrain(astronaut[:100], degradations.sample_rng(0, "x"))
+
+
+def test_shipped_yaml_recipe_matches_the_defaults() -> None:
+    from pathlib import Path
+
+    import yaml
+
+    path = Path(__file__).resolve().parents[2] / "manifests" / "recipes" / "pretrain.yaml"
+    assert PretrainConfig.from_dict(yaml.safe_load(path.read_text())) == PretrainConfig()
