@@ -1,0 +1,146 @@
+"""`million-ird score`, `million-ird filter` and `million-ird iqa fit-niqe` (registered on the main app)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import typer
+
+from million_ird.report import format_table
+from million_ird.store import Store, StoreError
+
+log = logging.getLogger(__name__)
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+
+Manifest = Annotated[Path, typer.Option("--manifest", "-m", help="Dataset directory (the store).")]
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+def _store(manifest: Path) -> Store:
+    store = Store(manifest)
+    if not store.root.is_dir():
+        _fail(f"{store.root}: no dataset directory here; run `million-ird ingest --manifest DIR ...` first")
+    return store
+
+
+def score_command(
+    manifest: Manifest,
+    metrics: Annotated[str, typer.Option(help="Comma list of metrics: niqe, brisque, nima, or pyiqa:<name> "
+                                         "(needs the pyiqa extra).")] = "niqe,brisque",
+    workers: Annotated[int, typer.Option(help="Worker processes (each scores whole images on one core).")] = 1,
+    device: Annotated[str, typer.Option(help="Device for NIMA/pyiqa: cpu or cuda[:N]; NIQE/BRISQUE always run on CPU.")] = "cpu",
+    batch_size: Annotated[int, typer.Option(help="Images per NIMA forward pass.")] = 16,
+    niqe_params: Annotated[Path | None, typer.Option(help="NIQE pristine model (.npz from `iqa fit-niqe`) "
+                                                     "[default: LIVE's model shipped in the package].")] = None,
+    nima_weights: Annotated[Path | None, typer.Option(help="NIMA weights file [default: "
+                                                      "$MILLION_IRD_NIMA_DIR/nima_inception_resnet_v2.safetensors].")] = None,
+    retry_errors: Annotated[bool, typer.Option(help="Re-score images whose earlier attempt with this scorer "
+                                               "version ended in an error row.")] = False,
+    limit: Annotated[int | None, typer.Option(help="Score at most N pending images this run.")] = None,
+) -> None:
+    """Score every ok image with no-reference IQA metrics; appends to scores/ and resumes where it stopped."""
+    from million_ird.stages.score import ScoreConfig, run_score
+
+    names = tuple(m.strip() for m in metrics.split(",") if m.strip())
+    if not names:
+        _fail("--metrics is empty; give e.g. niqe,brisque")
+    if niqe_params is not None and not niqe_params.is_file():
+        _fail(f"--niqe-params {niqe_params}: no such file; create one with `million-ird iqa fit-niqe`")
+    cfg = ScoreConfig(metrics=names, workers=workers, device=device, batch_size=batch_size,
+                      niqe_params=str(niqe_params) if niqe_params else None,
+                      nima_weights=str(nima_weights) if nima_weights else None, retry_errors=retry_errors, limit=limit)
+    try:
+        stats = run_score(_store(manifest), cfg)
+    except (KeyError, StoreError, ImportError, ValueError) as exc:
+        _fail(str(exc).strip("'\""))
+    for metric, reason in stats["skipped_metrics"].items():
+        typer.echo(f"{metric} skipped: {reason}")
+    reasons = stats.pop("error_reasons", {})
+    shown = {k: v for k, v in stats.items() if k not in ("skipped_metrics", "metrics")}
+    shown["metrics"] = ",".join(stats["metrics"]) or "(none)"
+    typer.echo(format_table([shown]))
+    if reasons:
+        typer.echo(format_table([{"error": k, "images": v} for k, v in reasons.items()]))
+
+
+def filter_command(
+    manifest: Manifest,
+    niqe: Annotated[float | None, typer.Option(help="Keep NIQE < T. With no metric threshold at all the defaults "
+                                               "NIQE < 5.0 and BRISQUE < 35 apply.")] = None,
+    brisque: Annotated[float | None, typer.Option(help="Keep BRISQUE < T.")] = None,
+    nima: Annotated[float | None, typer.Option(help="Keep NIMA > T (refused when the store has no NIMA scores).")] = None,
+    min_side: Annotated[int, typer.Option(help="Keep images whose shorter side is at least N pixels.")] = 1024,
+    name: Annotated[str, typer.Option(help="Selection name: written to selections/NAME/.")] = "default",
+    dry_run: Annotated[bool, typer.Option(help="Print the counts, write nothing.")] = False,
+) -> None:
+    """Keep images that pass every given threshold (one DuckDB query); write the ids to selections/NAME/."""
+    from million_ird.filter import FilterConfig, run_filter
+
+    cfg = FilterConfig(niqe=niqe, brisque=brisque, nima=nima, min_side=min_side, name=name, dry_run=dry_run)
+    try:
+        record = run_filter(_store(manifest), cfg)
+    except StoreError as exc:
+        _fail(str(exc))
+    rules = ", ".join(f"{m} {rule}" for m, rule in record["thresholds"].items())
+    typer.echo(f"selection {record['name']!r}: {rules}, shorter side >= {record['min_side']}"
+               + (" (dry run, nothing written)" if cfg.dry_run else ""))
+    typer.echo(format_table(record["per_source"] + [{"source": "TOTAL", "kept": record["kept"], "total": record["total"]}]))
+    typer.echo(format_table([{"rule": k, "rejected": v} for k, v in record["rejected_by"].items()]))
+
+
+def fit_niqe_command(
+    pristine: Annotated[Path, typer.Option(help="Folder of pristine (clean, sharp) images, searched recursively.")],
+    out: Annotated[Path, typer.Option(help="Output .npz (keys mu, cov, n_blocks, n_images) for --niqe-params.")],
+    sharpness: Annotated[float, typer.Option(help="Keep blocks whose mean local sigma exceeds this fraction of the "
+                                             "image's sharpest block (LIVE used 0.75).")] = 0.75,
+) -> None:
+    """Refit the NIQE pristine model (36 features at 2 scales, mean + covariance) on your own images."""
+    from tqdm import tqdm
+
+    from million_ird.iqa.niqe import BLOCK as block
+    from million_ird.iqa.niqe import fit_niqe
+    from million_ird.stages.score import load_image
+
+    files = sorted(p for p in pristine.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        _fail(f"--pristine {pristine}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found")
+    used: list[Path] = []
+
+    def images():  # noqa: ANN202 - generator of arrays
+        for f in tqdm(files, desc="fit-niqe", unit="img"):
+            try:
+                img = load_image(f)
+            except ValueError as exc:
+                log.warning("skipping %s: %s", f, exc)
+                continue
+            if min(img.shape[:2]) < block:
+                log.warning("skipping %s: smaller than one %d px block", f, block)
+                continue
+            used.append(f)
+            yield img
+
+    try:
+        model = fit_niqe(images(), sharpness_threshold=sharpness)
+    except ValueError as exc:
+        _fail(str(exc))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(out, mu=model["mu"], cov=model["cov"], n_blocks=model["n_blocks"],
+                        n_images=np.int64(len(used)), sharpness=np.float64(sharpness))
+    typer.echo(format_table([{"images": len(used), "skipped": len(files) - len(used),
+                              "blocks": int(model["n_blocks"]), "out": str(out)}]))
+
+
+def register(app: typer.Typer) -> None:
+    """Add `score`, `filter` and the `iqa` sub-app (`fit-niqe`) to `app`."""
+    app.command("score")(score_command)
+    app.command("filter")(filter_command)
+    iqa_app = typer.Typer(help="IQA model tools.", no_args_is_help=True)
+    iqa_app.command("fit-niqe")(fit_niqe_command)
+    app.add_typer(iqa_app, name="iqa")

@@ -1,0 +1,134 @@
+"""The consensus filter: one DuckDB query over `catalog` keeps images that pass every given threshold.
+
+A selection is written as selections/NAME/part-00000.parquet (image_id, selection) plus
+selections/NAME/selection.json (thresholds, counts, run id, versions); the data is never copied.
+
+Default thresholds (used only when no metric threshold is given at all): NIQE < 5.0 and
+BRISQUE < 35, from scores we measured (benchmarks/bench_iqa.py --distribution) on the natural
+photographs bundled with scikit-image and four degradations of each: clean photos scored NIQE
+2.6-4.1 and BRISQUE -7 to 30; every degraded variant (Gaussian noise sigma 10/25, Gaussian blur
+sigma 2, JPEG quality 10) scored NIQE >= 5.4, and BRISQUE 20-86 (blur/JPEG/sigma-25 noise >= 43).
+NIQE < 5 therefore separates clean from degraded on its own; BRISQUE < 35 is a second, looser
+check (pristine LIVE images sit around 10-30 on BRISQUE's DMOS-like 0-100 scale) that keeps
+every clean photo measured. NIMA (mean of 10 bins) has no default: its weights are user-supplied
+(5.0, the AVA mean, is the customary cut).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pyarrow as pa
+
+from million_ird.schema import SELECTIONS
+from million_ird.store import (
+    Store,
+    StoreError,
+    code_version,
+    new_run_id,
+    utc_now,
+    write_json_atomic,
+    write_parquet_atomic,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_NIQE = 5.0
+DEFAULT_BRISQUE = 35.0
+NAME_RE = re.compile(r"^[A-Za-z0-9._-]+$")
+# metric -> (SQL comparison, what a pass means)
+RULES = {"niqe": "<", "brisque": "<", "nima": ">"}
+
+
+@dataclass(frozen=True)
+class FilterConfig:
+    """Thresholds (None: metric not used), the minimum shorter side, the selection name, dry run."""
+
+    niqe: float | None = None
+    brisque: float | None = None
+    nima: float | None = None
+    min_side: int = 1024
+    name: str = "default"
+    dry_run: bool = False
+
+    def with_defaults(self) -> FilterConfig:
+        """Fill NIQE < 5 and BRISQUE < 35 when no metric threshold was given."""
+        if self.niqe is None and self.brisque is None and self.nima is None:
+            return FilterConfig(DEFAULT_NIQE, DEFAULT_BRISQUE, None, self.min_side, self.name, self.dry_run)
+        return self
+
+    def thresholds(self) -> dict[str, float]:
+        """The metrics in use and their thresholds."""
+        return {m: v for m, v in (("niqe", self.niqe), ("brisque", self.brisque), ("nima", self.nima)) if v is not None}
+
+
+def build_sql(cfg: FilterConfig) -> tuple[str, list[float]]:
+    """The one query: per ok image its source, a pass flag per rule (NULL score fails) and `kept`."""
+    flags = ["coalesce(least(width, height) >= ?, false) AS pass_side"]
+    params: list[float] = [cfg.min_side]
+    for metric, value in cfg.thresholds().items():
+        flags.append(f"coalesce({metric} {RULES[metric]} ?, false) AS pass_{metric}")
+        params.append(value)
+    names = ["pass_side"] + [f"pass_{m}" for m in cfg.thresholds()]
+    outer = ", ".join(["image_id", "source", *cfg.thresholds(), *names]) + f", ({' AND '.join(names)}) AS kept"
+    sql = f"SELECT {outer} FROM (SELECT *, {', '.join(flags)} FROM catalog WHERE status = 'ok') AS c ORDER BY image_id"
+    return sql, params
+
+
+def _check_scores(store: Store, cfg: FilterConfig) -> None:
+    counts = store.query("SELECT count(niqe) AS niqe, count(brisque) AS brisque, count(nima) AS nima FROM catalog")
+    have = counts.to_pylist()[0]
+    for metric in cfg.thresholds():
+        if have[metric] == 0:
+            how = "--metrics nima --nima-weights PATH" if metric == "nima" else f"--metrics {metric}"
+            raise StoreError(f"--{metric} given but no image in {store.root} has a {metric} score; "
+                             f"run `million-ird score --manifest {store.root} {how}` first")
+
+
+def summarise(result: pa.Table, cfg: FilterConfig) -> tuple[list[dict], dict[str, int]]:
+    """Kept/total per source, and how many images each rule rejected (a rule counted independently)."""
+    rows = result.to_pylist()
+    per_source: dict[str, dict] = {}
+    for r in rows:
+        s = per_source.setdefault(r["source"], {"source": r["source"], "kept": 0, "total": 0})
+        s["total"] += 1
+        s["kept"] += int(r["kept"])
+    rejected = {"min_side": sum(not r["pass_side"] for r in rows)}
+    for metric in cfg.thresholds():
+        rejected[metric] = sum(not r[f"pass_{metric}"] and r[metric] is not None for r in rows)
+        rejected[f"{metric}_unscored"] = sum(r[metric] is None for r in rows)
+    return sorted(per_source.values(), key=lambda d: d["source"]), rejected
+
+
+def run_filter(store: Store, cfg: FilterConfig) -> dict:
+    """Apply the consensus predicate, write selections/NAME/ (unless dry run) and return the counts."""
+    if not NAME_RE.match(cfg.name):
+        raise StoreError(f"--name {cfg.name!r}: use letters, digits, '.', '_' or '-' only")
+    cfg = cfg.with_defaults()
+    _check_scores(store, cfg)
+    sql, params = build_sql(cfg)
+    result = store.query(sql, params)
+    per_source, rejected = summarise(result, cfg)
+    kept_ids = [r for r, k in zip(result.column("image_id").to_pylist(), result.column("kept").to_pylist(),
+                                  strict=True) if k]
+    run_id = new_run_id("filter")
+    record = {"name": cfg.name, "run_id": run_id, "created_at": utc_now().isoformat(), "config": asdict(cfg),
+              "thresholds": {m: f"{RULES[m]} {v}" for m, v in cfg.thresholds().items()},
+              "min_side": cfg.min_side, "kept": len(kept_ids), "total": result.num_rows,
+              "per_source": per_source, "rejected_by": rejected, "sql": sql, "versions": code_version()}
+    if not cfg.dry_run:
+        folder = store.root / "selections" / cfg.name
+        table = pa.table({"image_id": pa.array(kept_ids, pa.string()),
+                          "selection": pa.array([cfg.name] * len(kept_ids), pa.string())}, schema=SELECTIONS)
+        write_parquet_atomic(table, folder / "part-00000.parquet")
+        write_json_atomic(record, folder / "selection.json")
+        store.save_run("filter", run_id, cfg, {k: record[k] for k in ("kept", "total", "per_source", "rejected_by")})
+    return record
+
+
+def selection_path(store: Store, name: str) -> Path:
+    """Where selection `name` lives."""
+    return store.root / "selections" / name
