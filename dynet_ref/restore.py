@@ -13,8 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
-from dynet_ref.model import MULTIPLE, VARIANTS, DyNet
+from dynet_ref.model import MULTIPLE, VARIANTS
 
 log = logging.getLogger(__name__)
 
@@ -29,18 +30,29 @@ def _starts(length: int, tile: int, stride: int) -> list[int]:
     return starts + [length - tile]
 
 
-def _ramp(size: int, overlap: int) -> torch.Tensor:
-    """1-D blending weight: rises linearly over `overlap` pixels at both ends, 1 inside."""
-    i = torch.arange(size, dtype=torch.float32)
-    edge = torch.minimum(i + 1, size - i) / (overlap + 1)
-    return edge.clamp(max=1.0)
+def _weights(size: int, overlap: int, inner_before: bool, inner_after: bool) -> torch.Tensor:
+    """1-D blending weight of one tile: 1 inside; at a side that borders another tile, 0 for the first
+    overlap//4 pixels (their context was cut off) and a linear ramp over the next overlap - 2*(overlap//4)."""
+    margin = overlap // 4
+    ramp = max(overlap - 2 * margin, 1)
+    d = torch.arange(size, dtype=torch.float32)
+    w = torch.ones(size)
+    if inner_before:
+        w = torch.minimum(w, ((d - margin + 1) / (ramp + 1)).clamp(0, 1))
+    if inner_after:
+        w = torch.minimum(w, ((size - d - margin) / (ramp + 1)).clamp(0, 1))
+    return w
 
 
 @torch.no_grad()
 def restore_tensor(
-    model: DyNet, image: torch.Tensor, tile: int | None = None, overlap: int = 32
+    model: nn.Module, image: torch.Tensor, tile: int | None = None, overlap: int = 32
 ) -> torch.Tensor:
-    """Restore (B, 3, H, W) in [0, 1]; with `tile`, run overlapping tiles and blend them linearly."""
+    """Restore (B, 3, H, W) in [0, 1]; with `tile`, run overlapping tiles and cross-fade them.
+
+    Exact for networks whose receptive radius is at most overlap//4. DyNet's attention and prompts
+    use whole-image statistics, so for DyNet tiles are an approximation (see the README).
+    """
     if tile is None or (image.shape[-2] <= tile and image.shape[-1] <= tile):
         return model(image)
     tile = -(-tile // MULTIPLE) * MULTIPLE
@@ -50,11 +62,12 @@ def restore_tensor(
     th, tw = min(tile, h), min(tile, w)
     out = torch.zeros_like(image)
     weight = torch.zeros((1, 1, h, w), dtype=image.dtype, device=image.device)
-    mask = (_ramp(th, overlap)[:, None] * _ramp(tw, overlap)[None, :]).to(image)
     for y in _starts(h, th, th - overlap):
+        wy = _weights(th, overlap, y > 0, y + th < h)
         for x in _starts(w, tw, tw - overlap):
-            pred = model(image[..., y : y + th, x : x + tw])
-            out[..., y : y + th, x : x + tw] += pred * mask
+            wx = _weights(tw, overlap, x > 0, x + tw < w)
+            mask = (wy[:, None] * wx[None, :]).to(image)
+            out[..., y : y + th, x : x + tw] += model(image[..., y : y + th, x : x + tw]) * mask
             weight[..., y : y + th, x : x + tw] += mask
     return out / weight
 
