@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,11 +76,9 @@ def _keep_file(store: Store, src: Path, image_id: str, v: Verified) -> str:
     return rel
 
 
-def _harvest_row(store: Store, shard_dir: Path, meta: dict, run_id: str, cfg: DownloadConfig) -> dict:
-    image_id, attempt = meta["image_id"], int(meta["attempt"])
-    if meta["status"] != "success":
-        return outcome_row(image_id, attempt, run_id, Verified(f"download failed: {meta['error_message']}"), None)
-    src = shard_dir / f"{meta['key']}.jpg"  # img2dataset's fixed extension; real format comes from the bytes
+def _verify_and_keep(store: Store, src: Path, image_id: str, attempt: int, run_id: str,
+                     cfg: DownloadConfig) -> dict:
+    """Verify one fetched file; keep it under files/ when good, delete it when not."""
     v = verify_file(src, cfg.max_pixels)
     if v.error:
         src.unlink(missing_ok=True)
@@ -88,18 +86,50 @@ def _harvest_row(store: Store, shard_dir: Path, meta: dict, run_id: str, cfg: Do
     return outcome_row(image_id, attempt, run_id, v, _keep_file(store, src, image_id, v))
 
 
+def _harvest_row(store: Store, shard_dir: Path, meta: dict, run_id: str, cfg: DownloadConfig) -> dict:
+    image_id, attempt = meta["image_id"], int(meta["attempt"])
+    if meta["status"] != "success":
+        return outcome_row(image_id, attempt, run_id, Verified(f"download failed: {meta['error_message']}"), None)
+    src = shard_dir / f"{meta['key']}.jpg"  # img2dataset's fixed extension; real format comes from the bytes
+    return _verify_and_keep(store, src, image_id, attempt, run_id, cfg)
+
+
 def harvest_shard(store: Store, out: Path, stats_file: Path, run_id: str, cfg: DownloadConfig,
-                  pool: ThreadPoolExecutor, skip: set[str]) -> list[dict]:
-    """Verify a finished img2dataset shard, move good files in, append its outcomes, delete the shard."""
+                  pool: ThreadPoolExecutor, skip: set[str], early: dict[str, Future] | None = None) -> list[dict]:
+    """Verify a finished img2dataset shard, move good files in, append its outcomes, delete the shard.
+
+    `early` holds verifications already started while the shard was still downloading (by key).
+    """
     shard = stats_file.name.split("_")[0]
     table = pq.read_table(out / f"{shard}.parquet", columns=["image_id", "attempt", "key", "status", "error_message"])
     metas = [m for m in table.to_pylist() if m["image_id"] not in skip]
-    rows = list(pool.map(lambda m: _harvest_row(store, out / shard, m, run_id, cfg), metas))
+    early = early or {}
+    futures = [early.pop(m["key"]) if m["key"] in early and m["status"] == "success"
+               else pool.submit(_harvest_row, store, out / shard, m, run_id, cfg) for m in metas]
+    rows = [f.result() for f in futures]
     _append(store, rows, run_id)
     shutil.rmtree(out / shard, ignore_errors=True)
     for leftover in (out / f"{shard}.parquet", stats_file):
         leftover.unlink(missing_ok=True)
     return rows
+
+
+def start_early_verifications(store: Store, out: Path, run_id: str, cfg: DownloadConfig, pool: ThreadPoolExecutor,
+                              early: dict[str, Future]) -> None:
+    """Start verifying files img2dataset has finished writing (its per-sample .json comes after the image)."""
+    for shard_dir in out.iterdir():
+        if not shard_dir.is_dir():
+            continue
+        for entry in os.scandir(shard_dir):
+            key, ext = os.path.splitext(entry.name)
+            if ext != ".json" or key in early:
+                continue
+            try:
+                meta = json.loads(Path(entry.path).read_text())
+            except (OSError, ValueError):
+                continue  # still being written; picked up on the next scan or at shard end
+            early[key] = pool.submit(_verify_and_keep, store, shard_dir / f"{key}.jpg", meta["image_id"],
+                                     int(meta["attempt"]), run_id, cfg)
 
 
 def recover_killed_runs(store: Store, cfg: DownloadConfig, pool: ThreadPoolExecutor) -> int:
@@ -147,16 +177,18 @@ def fetch_urls(store: Store, todo: pa.Table, run_id: str, cfg: DownloadConfig, p
     pq.write_table(todo.select(["url", "image_id", "attempt"]), run_dir / "input.parquet")
     proc = _start_engine(run_dir, cfg)
     rows: list[dict] = []
+    early: dict[str, Future] = {}
     try:
         while True:
             finished = proc.poll() is not None
+            start_early_verifications(store, out, run_id, cfg, pool, early)
             for stats_file in sorted(out.glob("*_stats.json")):
-                got = harvest_shard(store, out, stats_file, run_id, cfg, pool, set())
+                got = harvest_shard(store, out, stats_file, run_id, cfg, pool, set(), early)
                 rows.extend(got)
                 bar.update(len(got))
             if finished:
                 break
-            time.sleep(0.1)
+            time.sleep(0.05)
     finally:
         _stop_engine(proc)
     if proc.returncode != 0:
