@@ -13,6 +13,8 @@ from typing import Annotated
 import duckdb
 import typer
 
+from million_ird.cli_iqa import register as register_iqa
+from million_ird.cli_splits import register as register_splits
 from million_ird.report import format_table
 from million_ird.sources.common import IngestConfig, IngestError
 from million_ird.store import Store, StoreError
@@ -162,6 +164,14 @@ def stats(
         typer.echo(format_table([{"error": (r["error"] or "")[:100], "rows": r["n"]} for r in result["top_errors"]]))
 
 
+DEMO_STEPS = (
+    ("score", "--metrics", "niqe,brisque"),
+    ("filter", "--niqe", "5", "--brisque", "35", "--min-side", "256", "--name", "demo"),
+    ("splits", "--recipe", "synthetic"),
+    ("stats",),
+)
+
+
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Where to build the demo dataset store.")] = Path("million-ird-demo"),
@@ -171,11 +181,19 @@ def demo(
     from million_ird.demo import DemoConfig, run_demo
 
     try:
-        run_demo(DemoConfig(out=out, fresh=not keep), echo=typer.echo)
+        store = run_demo(DemoConfig(out=out, fresh=not keep), echo=typer.echo)
     except (IngestError, StoreError) as exc:
         fail(str(exc))
+    for step in DEMO_STEPS:
+        args = [step[0], "--manifest", str(store.root), *step[1:]]
+        typer.echo(f"\n== million-ird {' '.join(args)}")
+        app(args, standalone_mode=False)
+    typer.echo(f"\nDemo store: {store.root}\nTry: million-ird query --manifest {store.root} "
+               "\"SELECT source, status, format, width, height, niqe, brisque FROM catalog\"")
 
 
+register_iqa(app)
+register_splits(app)
 
 if __name__ == "__main__":
     app()

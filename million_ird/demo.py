@@ -16,7 +16,6 @@ from million_ird.report import format_table
 from million_ird.sources.common import IngestConfig
 from million_ird.sources.ingest import IngestInputs, ingest
 from million_ird.stages.download import DownloadConfig, download
-from million_ird.stats import store_stats
 from million_ird.store import Store, StoreError
 
 SAMPLE = Path(__file__).resolve().parents[1] / "manifests" / "demo"
@@ -73,7 +72,7 @@ def _laion_shard(server: LocalServer, photos: Path, path: Path) -> Path:
 
 
 def run_demo(cfg: DemoConfig, echo: Callable[[str], None]) -> Store:
-    """Ingest, download, verify and summarise the sample; returns the demo store."""
+    """Ingest, download and verify the sample (the CLI then scores, filters and splits it)."""
     store = _prepare(cfg)
     photos = cfg.sample / "photos"
     local = store.root / "inputs" / "DIV2K-sample"
@@ -91,9 +90,4 @@ def run_demo(cfg: DemoConfig, echo: Callable[[str], None]) -> Store:
         echo("== download + verify")
         stats = download(store, DownloadConfig(threads=8, timeout=5))
         echo(format_table([{k: v for k, v in stats.items() if k != "errors"}]))
-    summary = store_stats(store)
-    echo("== stats")
-    echo(format_table(summary["sources"] + [summary["total"]]))
-    echo(f"\nDemo store: {store.root}\nTry: million-ird query --manifest {store.root} "
-         "\"SELECT source, status, format, width, height, error FROM catalog\"")
     return store
