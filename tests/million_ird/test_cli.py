@@ -12,15 +12,14 @@ import typer.main
 from curation_helpers import cli
 
 from million_ird.cli import app
-from million_ird.demo import DemoConfig, run_demo
 
 
 @pytest.fixture(scope="module")
 def demo_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("demo") / "store"
-    lines: list[str] = []
-    run_demo(DemoConfig(out=out), echo=lines.append)
-    assert any("== stats" in line for line in lines)
+    stdout = cli("demo", "--out", str(out)).stdout
+    for step in ("ingest", "download", "score", "filter", "splits", "stats"):
+        assert f"== million-ird {step}" in stdout or f"== {step}" in stdout, step
     return out
 
 
@@ -58,10 +57,23 @@ def test_stats_json_matches_catalog(demo_store: Path) -> None:
     stats = json.loads(cli("stats", "-m", str(demo_store), "--json").stdout)
     total = stats["total"]
     assert (total["images"], total["ok"], total["failed"], total["pending"]) == (10, 7, 3, 0)
-    on_disk = sum(p.stat().st_size for p in (demo_store / "files").rglob("*") if p.is_file())
-    local = sum(p.stat().st_size for p in (demo_store / "inputs" / "DIV2K-sample").iterdir())
-    assert total["bytes"] == on_disk + local
+    paths = json.loads(cli("query", "-m", str(demo_store), "-f", "json",
+                           "SELECT path FROM catalog WHERE status = 'ok'").stdout)
+    assert total["bytes"] == sum((demo_store / r["path"]).stat().st_size for r in paths)
     assert stats["rejected_at_ingest"] == 2
+
+
+def test_demo_scores_filters_and_splits(demo_store: Path) -> None:
+    scored = json.loads(cli("query", "-m", str(demo_store), "-f", "json",
+                            "SELECT count(*) AS n FROM catalog WHERE niqe IS NOT NULL AND brisque IS NOT NULL").stdout)
+    assert scored == [{"n": 7}]
+    kept = json.loads(cli("query", "-m", str(demo_store), "-f", "json",
+                          "SELECT count(*) AS n FROM selections s JOIN catalog c USING (image_id) "
+                          "WHERE s.selection = 'demo' AND (c.niqe >= 5 OR c.brisque >= 35)").stdout)
+    assert kept == [{"n": 0}]
+    tasks = json.loads(cli("query", "-m", str(demo_store), "-f", "json",
+                           "SELECT DISTINCT task FROM pairs ORDER BY task").stdout)
+    assert [t["task"] for t in tasks] == ["dehaze", "denoise", "derain"]
 
 
 def test_every_option_has_help() -> None:
