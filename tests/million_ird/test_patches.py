@@ -1,0 +1,82 @@
+"""Patches: centred 512 grid, flat-region detector per spec, lossless patch files, resume, selections."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from million_ird.flat import flat_ratio
+from million_ird.stages.patches import PatchesConfig, grid, run_patches
+from million_ird.store import Store, StoreError
+
+
+def _texture(h: int, w: int, seed: int = 0, dtype: type = np.uint8) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    top = 255 if dtype == np.uint8 else 65535
+    return rng.integers(0, top, (h, w, 3)).astype(dtype)
+
+
+def test_flat_ratio_follows_the_spec() -> None:
+    ramp = np.tile(np.linspace(0, 255, 512, dtype=np.float32), (512, 1)).astype(np.uint8)
+    assert flat_ratio(ramp) == 1.0  # a smooth ramp is flat even though its intensity std is large
+    assert flat_ratio(_texture(512, 512)) == 0.0
+    half = _texture(512, 512)
+    half[:, :256] = 90
+    assert flat_ratio(half) == 3 / 8  # 4 flat cell columns, but the one touching the texture sees its edge
+    faint = (np.random.default_rng(1).normal(128, 1.0, (512, 512))).clip(0, 255).astype(np.uint8)
+    assert flat_ratio(faint) == 1.0 and flat_ratio(faint, threshold=1e-3) == 0.0
+
+
+def test_grid_is_centred_and_non_overlapping() -> None:
+    assert grid(1100, 600, 512) == [(38, 44), (550, 44)]
+    assert grid(511, 4000, 512) == []
+    boxes = grid(2048, 1536, 512)
+    assert len(boxes) == 12 and len(set(boxes)) == 12
+
+
+def _store_with(tmp_path: Path, images: dict[str, np.ndarray]) -> Store:
+    store = Store(tmp_path / "store")
+    rows, outcomes = [], []
+    for image_id, pixels in images.items():
+        path = tmp_path / f"{image_id}.png"
+        cv2.imwrite(str(path), pixels)
+        rows.append({"image_id": image_id, "source": "test", "path": str(path)})
+        outcomes.append({"image_id": image_id, "status": "ok", "path": str(path), "width": pixels.shape[1],
+                         "height": pixels.shape[0], "attempt": 1})
+    store.append("images", pa.Table.from_pylist(rows))
+    store.append("downloads", pa.Table.from_pylist(outcomes))
+    return store
+
+
+def test_patches_drop_flat_keep_pixels_and_resume(tmp_path: Path) -> None:
+    left_flat = _texture(600, 1100, seed=2)
+    left_flat[:, :560] = 77
+    deep = _texture(520, 530, seed=3, dtype=np.uint16)
+    store = _store_with(tmp_path, {"aa01": left_flat, "bb02": deep, "cc03": _texture(400, 900)})
+    counts = run_patches(store, PatchesConfig())
+    assert (counts["images"], counts["patches"], counts["kept"], counts["dropped_flat"]) == (2, 3, 2, 1)
+    rows = {r["patch_id"]: r for r in store.query("SELECT * FROM patches").to_pylist()}
+    assert not rows["aa01_44_38"]["kept"] and rows["aa01_44_38"]["path"] is None
+    kept = rows["aa01_44_550"]
+    saved = cv2.imread(str(store.root / kept["path"]), cv2.IMREAD_UNCHANGED)
+    assert np.array_equal(saved, left_flat[44:556, 550:1062])
+    saved16 = cv2.imread(str(store.root / rows["bb02_4_9"]["path"]), cv2.IMREAD_UNCHANGED)
+    assert saved16.dtype == np.uint16 and np.array_equal(saved16, deep[4:516, 9:521])
+    again = run_patches(store, PatchesConfig())
+    assert again["images"] == 0 and store.query("SELECT count(*) FROM patches").column(0)[0].as_py() == 3
+
+
+def test_selection_limits_the_images(tmp_path: Path) -> None:
+    store = _store_with(tmp_path, {"aa01": _texture(512, 512), "bb02": _texture(512, 512, seed=5)})
+    with pytest.raises(StoreError, match="no selection 'keep'"):
+        run_patches(store, PatchesConfig(selection="keep"))
+    sel = store.root / "selections" / "keep"
+    sel.mkdir(parents=True)
+    pq.write_table(pa.table({"image_id": ["bb02"], "selection": ["keep"]}), sel / "part-0.parquet")
+    assert run_patches(store, PatchesConfig(selection="keep"))["images"] == 1
+    assert store.query("SELECT DISTINCT image_id FROM patches").column(0).to_pylist() == ["bb02"]
