@@ -19,4 +19,4 @@ class Stage(ABC):
 
     @abstractmethod
     def process(self, batch: pa.RecordBatch) -> pa.RecordBatch:
-        """Turn one input batch into one output batch (one output row per input row)."""
+        """Turn one input batch into one output batch (rows matching `output_schema`)."""
