@@ -187,11 +187,16 @@ def usable_metrics(cfg: ScoreConfig) -> tuple[tuple[str, ...], dict[str, str]]:
     return tuple(keep), skipped
 
 
-def pending(store: Store, metrics: tuple[str, ...], version: str, retry_errors: bool) -> pa.Table:
-    """Ok images (image_id, absolute path) lacking a non-error score row for any of `metrics`."""
-    covered = " AND ".join(f"bool_or({m} IS NOT NULL)" for m in metrics if m in ("niqe", "brisque", "nima")) or "true"
+def pending(store: Store, metrics: tuple[str, ...], versions: list[str], retry_errors: bool) -> pa.Table:
+    """Ok images (image_id, absolute path) lacking a score for any of `metrics`.
+
+    Images whose earlier attempt by the same metric versions ended in an error row are left out
+    (errors such as "too small" or "undecodable" are deterministic) unless `retry_errors`.
+    """
+    covered = " AND ".join(f"bool_or({m} IS NOT NULL)" for m in metrics if m in ("niqe", "brisque", "nima")) or "false"
+    same = " AND ".join("contains(scorer_version, ?)" for _ in versions) or "true"
     failed = "" if retry_errors else (
-        "AND c.image_id NOT IN (SELECT image_id FROM scores WHERE error IS NOT NULL AND scorer_version = ?)")
+        f"AND c.image_id NOT IN (SELECT image_id FROM scores WHERE error IS NOT NULL AND {same})")
     sql = f"""
         SELECT c.image_id, c.path FROM catalog c
         WHERE c.status = 'ok' AND c.path IS NOT NULL
@@ -199,7 +204,7 @@ def pending(store: Store, metrics: tuple[str, ...], version: str, retry_errors: 
                                  GROUP BY image_id HAVING {covered})
           {failed}
         ORDER BY c.image_id"""
-    table = store.query(sql, [] if retry_errors else [version])
+    table = store.query(sql, [] if retry_errors else list(versions))
     paths = [p if Path(p).is_absolute() else str(store.root / p) for p in table.column("path").to_pylist()]
     return pa.table({"image_id": table.column("image_id"), "path": pa.array(paths, pa.string())})
 
@@ -241,8 +246,7 @@ def run_score(store: Store, cfg: ScoreConfig, run_id: str | None = None, progres
     stage = ScoreStage(run_cfg, run_id)
     probe = ScoreStage(run_cfg, run_id)
     probe.build()
-    version = ",".join(m.full_version for m in probe.metrics)
-    todo = pending(store, metrics, version, cfg.retry_errors)
+    todo = pending(store, metrics, [m.full_version for m in probe.metrics], cfg.retry_errors)
     if cfg.limit is not None:
         todo = todo.slice(0, cfg.limit)
     stats["pending"] = todo.num_rows

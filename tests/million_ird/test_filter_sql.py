@@ -1,0 +1,94 @@
+"""The consensus filter's SQL on a hand-made store: kept ids, counts, latest scores, selection files."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from million_ird.filter import FilterConfig, build_sql, run_filter
+from million_ird.store import Store, StoreError
+
+T0 = datetime(2025, 1, 1, tzinfo=timezone.utc)
+# image_id: (source, width, height, niqe, brisque, nima)
+ROWS = {
+    "a": ("web", 2000, 1500, 3.0, 20.0, 6.0),
+    "b": ("web", 2000, 1500, 6.0, 20.0, 6.0),  # NIQE too high
+    "c": ("web", 900, 1500, 3.0, 20.0, 6.0),  # shorter side too small
+    "d": ("div2k", 2040, 1356, 3.0, 50.0, 4.0),  # BRISQUE too high, NIMA too low
+    "e": ("div2k", 2040, 1356, None, None, None),  # never scored
+    "f": ("div2k", 2040, 1356, 4.9, 34.9, 5.1),  # just inside every bound
+}
+
+
+def make_store(root: Path) -> Store:
+    store = Store(root)
+    store.append("images", pa.Table.from_pylist([{"image_id": k, "source": v[0]} for k, v in ROWS.items()]
+                                                + [{"image_id": "x", "source": "web"}]))
+    store.append("downloads", pa.Table.from_pylist(
+        [{"image_id": k, "status": "ok", "path": f"files/{k}.png", "width": v[1], "height": v[2], "attempt": 1}
+         for k, v in ROWS.items()] + [{"image_id": "x", "status": "failed", "attempt": 1, "error": "HTTP 404"}]))
+    rows = [{"image_id": k, "niqe": v[3], "brisque": v[4], "nima": v[5], "metrics": "niqe,brisque,nima",
+             "error": None, "scored_at": T0} for k, v in ROWS.items() if v[3] is not None]
+    # an older row that would keep "b" and a newer error row for "a": neither may count
+    rows.append({"image_id": "b", "niqe": 1.0, "brisque": 1.0, "nima": 9.0, "metrics": "niqe,brisque,nima",
+                 "scored_at": T0 - timedelta(days=1)})
+    rows.append({"image_id": "a", "error": "boom", "metrics": "niqe,brisque,nima", "scored_at": T0 + timedelta(days=1)})
+    store.append("scores", pa.Table.from_pylist(rows))
+    return store
+
+
+def expected(cfg: FilterConfig) -> set[str]:
+    keep = set()
+    for k, (_, w, h, niqe, brisque, nima) in ROWS.items():
+        ok = min(w, h) >= cfg.min_side
+        for value, thr, lower in ((niqe, cfg.niqe, True), (brisque, cfg.brisque, True), (nima, cfg.nima, False)):
+            if thr is not None:
+                ok = ok and value is not None and (value < thr if lower else value > thr)
+        keep |= {k} if ok else set()
+    return keep
+
+
+@pytest.mark.parametrize("cfg", [
+    FilterConfig(),
+    FilterConfig(niqe=5.0, nima=5.0),
+    FilterConfig(brisque=60.0, min_side=800),
+    FilterConfig(nima=3.0, min_side=0),
+])
+def test_kept_ids_match_the_rules(tmp_path: Path, cfg: FilterConfig) -> None:
+    store = make_store(tmp_path / "s")
+    record = run_filter(store, cfg)
+    ids = set(store.query("SELECT image_id FROM selections").column("image_id").to_pylist())
+    want = expected(cfg.with_defaults())
+    assert ids == want and record["kept"] == len(want) and record["total"] == len(ROWS)
+
+
+def test_defaults_counts_and_selection_json(tmp_path: Path) -> None:
+    store = make_store(tmp_path / "s")
+    record = run_filter(store, FilterConfig(name="hq"))
+    assert record["thresholds"] == {"niqe": "< 5.0", "brisque": "< 35.0"}
+    assert {r["source"]: (r["kept"], r["total"]) for r in record["per_source"]} == {"web": (1, 3), "div2k": (1, 3)}
+    assert record["rejected_by"] == {"min_side": 1, "niqe": 1, "niqe_unscored": 1, "brisque": 1, "brisque_unscored": 1}
+    saved = json.loads((store.root / "selections/hq/selection.json").read_text())
+    assert saved["kept"] == 2 and saved["run_id"] == record["run_id"] and "million_ird" in saved["versions"]
+    assert (store.root / "runs" / f"{record['run_id']}.json").is_file()
+
+
+def test_dry_run_writes_nothing_and_nima_needs_scores(tmp_path: Path) -> None:
+    store = make_store(tmp_path / "s")
+    run_filter(store, FilterConfig(dry_run=True, name="dry"))
+    assert not (store.root / "selections").exists()
+    empty = Store(tmp_path / "e")
+    empty.append("images", pa.Table.from_pylist([{"image_id": "a", "source": "web"}]))
+    with pytest.raises(StoreError, match="no image .* has a nima score"):
+        run_filter(empty, FilterConfig(nima=5.0))
+    with pytest.raises(StoreError, match="--name"):
+        run_filter(store, FilterConfig(name="../evil"))
+
+
+def test_sql_is_one_statement_over_catalog() -> None:
+    sql, params = build_sql(FilterConfig(niqe=4.0, nima=6.0, min_side=512))
+    assert sql.count("SELECT") == 2 and "FROM catalog" in sql and params == [512, 4.0, 6.0]
