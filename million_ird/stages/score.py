@@ -177,6 +177,9 @@ def usable_metrics(cfg: ScoreConfig) -> tuple[tuple[str, ...], dict[str, str]]:
     keep = []
     for name in cfg.metrics:
         iqa.get(name)  # unknown names fail here with the list of valid ones
+        if name not in SCORES.names:
+            raise ValueError(f"metric {name!r} has no column in the scores table (niqe, brisque, nima); use it "
+                             "from Python (million_ird.iqa.get) or benchmarks/bench_iqa.py")
         if name == "nima":
             try:
                 resolve_weights(cfg.nima_weights)

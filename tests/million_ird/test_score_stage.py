@@ -127,3 +127,10 @@ def test_fit_niqe_cli_and_scoring_with_the_fitted_model(tmp_path: Path) -> None:
     noisy = np.clip(clean + np.random.default_rng(0).normal(0, 20, clean.shape), 0, 255).astype(np.uint8)
     assert m.params_sha256 != iqa.get("niqe").params_sha256
     assert m.score(clean) < m.score(noisy)
+
+
+def test_metric_without_a_scores_column_is_refused(tmp_path: Path) -> None:
+    store = make_store(tmp_path / "s")
+    with pytest.raises(ValueError, match="no column in the scores table"):
+        run_score(store, ScoreConfig(metrics=("niqe", "pyiqa:musiq")), progress=False)
+    assert store.parts("scores") == []
