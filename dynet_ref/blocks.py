@@ -32,7 +32,9 @@ class MDTA(nn.Module):
     def __init__(self, dim: int, num_heads: int) -> None:
         super().__init__()
         if dim % num_heads:
-            raise ValueError(f"MDTA: dim {dim} is not divisible by num_heads {num_heads}; pick a width that is")
+            raise ValueError(
+                f"MDTA: dim {dim} is not divisible by num_heads {num_heads}; pick a width that is"
+            )
         self.num_heads = num_heads
         self.temperature = nn.Parameter(torch.ones(num_heads, 1, 1))
         self.qkv = nn.Conv2d(dim, dim * 3, kernel_size=1, bias=False)
@@ -57,7 +59,9 @@ class GDFN(nn.Module):
         super().__init__()
         hidden = int(dim * expansion)
         self.project_in = nn.Conv2d(dim, hidden * 2, kernel_size=1, bias=False)
-        self.dwconv = nn.Conv2d(hidden * 2, hidden * 2, kernel_size=3, padding=1, groups=hidden * 2, bias=False)
+        self.dwconv = nn.Conv2d(
+            hidden * 2, hidden * 2, kernel_size=3, padding=1, groups=hidden * 2, bias=False
+        )
         self.project_out = nn.Conv2d(hidden, dim, kernel_size=1, bias=False)
         self.act = nn.GELU()
 

@@ -103,7 +103,9 @@ def _from_torch_file(path: Path) -> dict[str, torch.Tensor]:
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path}: holds no state dict of tensors (expected a 'state_dict' entry)")
     if any(k.startswith(LIGHTNING_PREFIX) for k in state):
-        state = {k.removeprefix(LIGHTNING_PREFIX): v for k, v in state.items() if k.startswith(LIGHTNING_PREFIX)}
+        state = {
+            k.removeprefix(LIGHTNING_PREFIX): v for k, v in state.items() if k.startswith(LIGHTNING_PREFIX)
+        }
     return state
 
 
@@ -144,7 +146,8 @@ def load_into(model: DyNet, state: Mapping[str, torch.Tensor], source: str = "st
         problems.append(f"wrong shapes (file≠model): {_listing(misshapen)}")
     if problems:
         raise CheckpointError(
-            f"{source} does not fit DyNet(width={model.width}): " + "; ".join(problems)
+            f"{source} does not fit DyNet(width={model.width}): "
+            + "; ".join(problems)
             + ". Check --width/--variant, or that the file is a DyNet checkpoint."
         )
     model.load_state_dict(dict(state), strict=True)

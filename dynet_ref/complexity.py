@@ -81,7 +81,9 @@ def _hooks(model: nn.Module, tally: dict[str, int]) -> list[torch.utils.hooks.Re
     return handles
 
 
-def count(variant: ReuseSpec = "L", size: int | tuple[int, int] = 224, width: int = REFERENCE_WIDTH) -> Complexity:
+def count(
+    variant: ReuseSpec = "L", size: int | tuple[int, int] = 224, width: int = REFERENCE_WIDTH
+) -> Complexity:
     """Count parameters and operations of DyNet on one 3×H×W image."""
     h, w = (size, size) if isinstance(size, int) else size
     with torch.device("meta"):
@@ -116,7 +118,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--height", type=int, default=None, help="input height; overrides --size")
     parser.add_argument("--width-px", type=int, default=None, help="input width in pixels; overrides --size")
     parser.add_argument(
-        "--variant", action="append", choices=sorted(VARIANTS), help="variant(s) to count; default both L and S"
+        "--variant",
+        action="append",
+        choices=sorted(VARIANTS),
+        help="variant(s) to count; default both L and S",
     )
     parser.add_argument("--dim", type=int, default=REFERENCE_WIDTH, help="base channel width (default 48)")
     return parser

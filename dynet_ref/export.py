@@ -54,7 +54,10 @@ def export_onnx(model: DyNet, path: str | Path, sample_size: tuple[int, int] = (
             opset_version=OPSET,
             input_names=["image"],
             output_names=["restored"],
-            dynamic_axes={"image": {0: "batch", 2: "height", 3: "width"}, "restored": {0: "batch", 2: "height", 3: "width"}},
+            dynamic_axes={
+                "image": {0: "batch", 2: "height", 3: "width"},
+                "restored": {0: "batch", 2: "height", 3: "width"},
+            },
         )
     return path
 
@@ -80,12 +83,33 @@ def _parser() -> argparse.ArgumentParser:
         description="Export DyNet at one depth to ONNX (dynamic batch/H/W, any H,W >= 8) and "
         "compare onnxruntime with PyTorch on a random image.",
     )
-    parser.add_argument("--weights", type=Path, default=None, help="checkpoint (.safetensors/.ckpt/.pth); default: random init")
-    parser.add_argument("--variant", choices=sorted(VARIANTS), default="S", help="depth baked into the graph (default S)")
+    parser.add_argument(
+        "--weights",
+        type=Path,
+        default=None,
+        help="checkpoint (.safetensors/.ckpt/.pth); default: random init",
+    )
+    parser.add_argument(
+        "--variant", choices=sorted(VARIANTS), default="S", help="depth baked into the graph (default S)"
+    )
     parser.add_argument("--onnx", required=True, type=Path, help="output .onnx path")
-    parser.add_argument("--width", type=int, default=None, help="base width when there are no weights or they do not say (default 48)")
-    parser.add_argument("--check-size", type=int, nargs=2, default=(45, 61), metavar=("H", "W"), help="image size of the onnxruntime check (default 45 61)")
-    parser.add_argument("--tolerance", type=float, default=1e-4, help="max abs difference allowed in the check (default 1e-4)")
+    parser.add_argument(
+        "--width",
+        type=int,
+        default=None,
+        help="base width when there are no weights or they do not say (default 48)",
+    )
+    parser.add_argument(
+        "--check-size",
+        type=int,
+        nargs=2,
+        default=(45, 61),
+        metavar=("H", "W"),
+        help="image size of the onnxruntime check (default 45 61)",
+    )
+    parser.add_argument(
+        "--tolerance", type=float, default=1e-4, help="max abs difference allowed in the check (default 1e-4)"
+    )
     parser.add_argument("--no-check", action="store_true", help="skip the onnxruntime comparison")
     return parser
 
@@ -110,7 +134,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     diff = check_onnx(model, args.onnx, tuple(args.check_size))
     verdict = "ok" if diff <= args.tolerance else "FAILED"
-    print(f"onnxruntime vs PyTorch max abs diff {diff:.3g} at {args.check_size[0]}x{args.check_size[1]}: {verdict}")
+    print(
+        f"onnxruntime vs PyTorch max abs diff {diff:.3g} at {args.check_size[0]}x{args.check_size[1]}: {verdict}"
+    )
     return 0 if diff <= args.tolerance else 1
 
 

@@ -109,7 +109,7 @@ class DyNet(nn.Module):
 
     @property
     def variant(self) -> str:
-        """"S" or "L" when the reuse counts match one, else the counts as text."""
+        """ "S" or "L" when the reuse counts match one, else the counts as text."""
         for name, reuse in VARIANTS.items():
             if reuse == self.reuse:
                 return name
@@ -153,6 +153,14 @@ class DyNet(nn.Module):
     def used_parameter_names(self) -> list[str]:
         """Names of parameters that forward uses (all but the three reduce_noise_channel_* convs)."""
         return [n for n, _ in self.named_parameters() if not n.startswith("reduce_noise_channel_")]
+
+
+def to_channels_last(model: nn.Module) -> nn.Module:
+    """Store 4-D conv weights channels-last (faster on CPU; prompt_param is 5-D and stays); in place."""
+    for param in model.parameters():
+        if param.dim() == 4:
+            param.data = param.data.contiguous(memory_format=torch.channels_last)
+    return model
 
 
 def build(variant: ReuseSpec = "S", width: int = REFERENCE_WIDTH) -> DyNet:

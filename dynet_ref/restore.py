@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from dynet_ref.model import MULTIPLE, VARIANTS
+from dynet_ref.model import MULTIPLE, VARIANTS, to_channels_last
 
 log = logging.getLogger(__name__)
 
@@ -122,14 +122,40 @@ def _parser() -> argparse.ArgumentParser:
         description="Restore images of any size with DyNet and write PNGs (same size as the input).",
     )
     parser.add_argument("inputs", nargs="+", type=Path, help="image files or directories of images")
-    parser.add_argument("--weights", required=True, type=Path, help="checkpoint: .safetensors (ours), .ckpt (reference Lightning) or .pth")
-    parser.add_argument("--variant", choices=sorted(VARIANTS), default="S", help="depth to run the shared weights at (default S)")
-    parser.add_argument("--out", required=True, type=Path, help="output directory; files keep their stem, suffix .png")
-    parser.add_argument("--tile", type=int, default=None, help="tile side in pixels (rounded up to a multiple of 8); default: whole image")
-    parser.add_argument("--overlap", type=int, default=32, help="overlap between tiles in pixels (default 32)")
-    parser.add_argument("--width", type=int, default=None, help="base channel width if the checkpoint does not say (default: from the weights)")
+    parser.add_argument(
+        "--weights",
+        required=True,
+        type=Path,
+        help="checkpoint: .safetensors (ours), .ckpt (reference Lightning) or .pth",
+    )
+    parser.add_argument(
+        "--variant",
+        choices=sorted(VARIANTS),
+        default="S",
+        help="depth to run the shared weights at (default S)",
+    )
+    parser.add_argument(
+        "--out", required=True, type=Path, help="output directory; files keep their stem, suffix .png"
+    )
+    parser.add_argument(
+        "--tile",
+        type=int,
+        default=None,
+        help="tile side in pixels (rounded up to a multiple of 8); default: whole image",
+    )
+    parser.add_argument(
+        "--overlap", type=int, default=32, help="overlap between tiles in pixels (default 32)"
+    )
+    parser.add_argument(
+        "--width",
+        type=int,
+        default=None,
+        help="base channel width if the checkpoint does not say (default: from the weights)",
+    )
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)"
+    )
     return parser
 
 
@@ -144,7 +170,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
-        model = load_model(args.weights, variant=args.variant, width=args.width).to(args.device)
+        model = to_channels_last(
+            load_model(args.weights, variant=args.variant, width=args.width).to(args.device)
+        )
     except CheckpointError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -158,7 +186,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {err}; skipped", file=sys.stderr)
             failed += 1
             continue
-        restored = restore_tensor(model, to_tensor(rgb).to(args.device), args.tile, args.overlap)
+        image = to_tensor(rgb).to(args.device).contiguous(memory_format=torch.channels_last)
+        restored = restore_tensor(model, image, args.tile, args.overlap)
         write_png(args.out / f"{path.stem}.png", to_uint8(restored))
     log.info("restored %d of %d images into %s", len(paths) - failed, len(paths), args.out)
     return 1 if failed else 0

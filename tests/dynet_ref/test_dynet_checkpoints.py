@@ -24,9 +24,13 @@ def _same_weights(a: DyNet, b: DyNet) -> bool:
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
-def test_safetensors_round_trip_keeps_weights_and_metadata(tiny: DyNet, image: torch.Tensor, tmp_path: Path) -> None:
+def test_safetensors_round_trip_keeps_weights_and_metadata(
+    tiny: DyNet, image: torch.Tensor, tmp_path: Path
+) -> None:
     tiny.set_variant("L")
-    path = save_checkpoint(tiny, tmp_path / "run" / "w.safetensors", config_hash({"lr": 2e-4}), {"epoch": "7"})
+    path = save_checkpoint(
+        tiny, tmp_path / "run" / "w.safetensors", config_hash({"lr": 2e-4}), {"epoch": "7"}
+    )
     meta = read_metadata(path)
     assert meta is not None and (meta.variant, meta.width, meta.extra) == ("L", 8, (("epoch", "7"),))
     assert meta.config_hash == config_hash({"lr": 2e-4}) != config_hash({"lr": 1e-4})
@@ -37,7 +41,9 @@ def test_safetensors_round_trip_keeps_weights_and_metadata(tiny: DyNet, image: t
         assert torch.equal(loaded(image), tiny(image))
 
 
-def test_lightning_ckpt_is_imported_with_weights_only(tiny: DyNet, image: torch.Tensor, tmp_path: Path) -> None:
+def test_lightning_ckpt_is_imported_with_weights_only(
+    tiny: DyNet, image: torch.Tensor, tmp_path: Path
+) -> None:
     ckpt = {
         "epoch": 119,
         "global_step": 12345,
@@ -75,7 +81,9 @@ def test_wrong_keys_list_missing_and_unexpected(tiny: DyNet) -> None:
 
 def test_wrong_width_lists_shape_mismatches(tiny: DyNet, tmp_path: Path) -> None:
     path = save_checkpoint(tiny, tmp_path / "w.safetensors")
-    with pytest.raises(CheckpointError, match=r"wrong shapes .*patch_embed\.proj\.weight \(8, 3, 3, 3\)≠\(16, 3, 3, 3\)"):
+    with pytest.raises(
+        CheckpointError, match=r"wrong shapes .*patch_embed\.proj\.weight \(8, 3, 3, 3\)≠\(16, 3, 3, 3\)"
+    ):
         load_model(path, width=16)
 
 

@@ -10,7 +10,9 @@ from dynet_ref.complexity import count, main
 from dynet_ref.model import PROMPT_LEN, PROMPT_SIZES, DyNet, prompt_dims
 
 
-@pytest.mark.parametrize(("variant", "paper_g", "macs_g"), [("L", 242.3545, 132.234), ("S", 166.3791, 90.813)])
+@pytest.mark.parametrize(
+    ("variant", "paper_g", "macs_g"), [("L", 242.3545, 132.234), ("S", 166.3791, 90.813)]
+)
 def test_full_size_counts_match_the_spec(variant: str, paper_g: float, macs_g: float) -> None:
     c = count(variant, 224)
     assert round(c.paper_flops / 1e9, 4) == paper_g

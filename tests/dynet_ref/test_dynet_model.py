@@ -101,7 +101,9 @@ def test_layernorm_matches_spec_formula() -> None:
     x = torch.randn(2, 6, 5, 7) * 3 + 1
     mu = x.mean(1, keepdim=True)
     var = x.var(1, keepdim=True, unbiased=False)
-    expected = (x - mu) / torch.sqrt(var + 1e-5) * norm.body.weight[:, None, None] + norm.body.bias[:, None, None]
+    expected = (x - mu) / torch.sqrt(var + 1e-5) * norm.body.weight[:, None, None] + norm.body.bias[
+        :, None, None
+    ]
     assert torch.allclose(norm(x), expected, atol=1e-5)
 
 

@@ -21,14 +21,21 @@ class LocalNet(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         torch.manual_seed(0)
-        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.GELU(), nn.Conv2d(8, 8, 3, padding=1),
-                                  nn.GELU(), nn.Conv2d(8, 3, 3, padding=1))
+        self.body = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1),
+            nn.GELU(),
+            nn.Conv2d(8, 8, 3, padding=1),
+            nn.GELU(),
+            nn.Conv2d(8, 3, 3, padding=1),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.body(x)
 
 
-@pytest.mark.parametrize(("size", "tile", "overlap"), [((256, 256), 128, 32), ((150, 97), 64, 16), ((70, 300), 48, 12)])
+@pytest.mark.parametrize(
+    ("size", "tile", "overlap"), [((256, 256), 128, 32), ((150, 97), 64, 16), ((70, 300), 48, 12)]
+)
 def test_tiling_blends_exactly_for_a_local_network(size: tuple[int, int], tile: int, overlap: int) -> None:
     net = LocalNet().eval()
     x = torch.rand(1, 3, *size, generator=torch.Generator().manual_seed(6))
@@ -61,7 +68,9 @@ def test_bad_overlap_is_refused(tiny: DyNet) -> None:
         restore_tensor(tiny, torch.rand(1, 3, 64, 64), tile=32, overlap=32)
 
 
-def test_cli_restores_png_and_jpeg_of_odd_sizes(tiny: DyNet, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_restores_png_and_jpeg_of_odd_sizes(
+    tiny: DyNet, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     rng = np.random.default_rng(9)
     inputs = tmp_path / "in"
     inputs.mkdir()
@@ -69,7 +78,21 @@ def test_cli_restores_png_and_jpeg_of_odd_sizes(tiny: DyNet, tmp_path: Path, cap
     cv2.imwrite(str(inputs / "b.jpg"), rng.integers(0, 256, (33, 20, 3), dtype=np.uint8))
     (inputs / "c.png").write_bytes(b"this is not an image")
     weights = save_checkpoint(tiny, tmp_path / "w.safetensors")
-    code = main([str(inputs), "--weights", str(weights), "--variant", "S", "--out", str(tmp_path / "out"), "--tile", "32", "--overlap", "8"])
+    code = main(
+        [
+            str(inputs),
+            "--weights",
+            str(weights),
+            "--variant",
+            "S",
+            "--out",
+            str(tmp_path / "out"),
+            "--tile",
+            "32",
+            "--overlap",
+            "8",
+        ]
+    )
     assert code == 1, "an unreadable input makes the exit code non-zero"
     assert "c.png" in capsys.readouterr().err
     for name, shape in (("a", (45, 61, 3)), ("b", (33, 20, 3))):
