@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import multiprocessing
 from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 
@@ -33,7 +34,10 @@ def run_stage(stage: Stage, batches: Iterable[pa.RecordBatch], workers: int = 1)
         for batch in batches:
             yield stage.process(batch)
         return
-    with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker, initargs=(stage,)) as pool:
+    # spawn, not fork: a forked child of a process holding OpenMP/torch or tqdm threads can deadlock
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker,
+                             initargs=(stage,)) as pool:
         pending: set[Future[pa.RecordBatch]] = set()
         for batch in batches:
             pending.add(pool.submit(_process_in_worker, batch))
