@@ -13,6 +13,7 @@ from typing import Annotated
 import duckdb
 import typer
 
+from million_ird.cli_common import Manifest, existing_store, fail
 from million_ird.cli_iqa import register as register_iqa
 from million_ird.cli_splits import register as register_splits
 from million_ird.report import format_table
@@ -20,15 +21,6 @@ from million_ird.sources.common import IngestConfig, IngestError
 from million_ird.store import Store, StoreError
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
-
-Manifest = Annotated[Path, typer.Option("--manifest", "-m", help="Dataset directory (created if missing).")]
-
-
-def fail(message: str) -> None:
-    """Print a one-line error to stderr and exit with status 2."""
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(2)
-
 
 def rows_of(table: object) -> list[dict]:
     """Rows of an Arrow table as dicts."""
@@ -94,7 +86,7 @@ def download(
     cfg = DownloadConfig(processes=processes, threads=threads, timeout=timeout, retries=retries,
                          shard_size=shard_size, max_pixels=max_pixels)
     try:
-        stats = run_download(Store(manifest), cfg)
+        stats = run_download(existing_store(manifest), cfg)
     except StoreError as exc:
         fail(str(exc))
     errors = stats.pop("errors")
@@ -119,7 +111,7 @@ def patches(
     cfg = PatchesConfig(size=size, cell=cell, flat_threshold=flat_threshold, max_flat=max_flat,
                         selection=selection, workers=workers)
     try:
-        counts = run_patches(Store(manifest), cfg)
+        counts = run_patches(existing_store(manifest), cfg)
     except StoreError as exc:
         fail(str(exc))
     typer.echo(format_table([counts]))
@@ -150,9 +142,7 @@ def query(
     """Run read-only SQL over the store's DuckDB views."""
     if format not in ("table", "csv", "json"):
         fail(f"--format {format!r}: choose table, csv or json")
-    store = Store(manifest)
-    if not store.root.is_dir():
-        fail(f"{store.root}: no dataset directory here; run `million-ird ingest --manifest DIR ...` first")
+    store = existing_store(manifest)
     try:
         with store.connect() as con:
             statements = con.extract_statements(sql)
@@ -173,9 +163,7 @@ def stats(
     """Rows per source and status, bytes, megapixels, declared vs real resolution."""
     from million_ird.stats import store_stats
 
-    store = Store(manifest)
-    if not store.root.is_dir():
-        fail(f"{store.root}: no dataset directory here; run `million-ird ingest --manifest DIR ...` first")
+    store = existing_store(manifest)
     result = store_stats(store)
     if as_json:
         typer.echo(json.dumps(result, default=str, indent=1))

@@ -9,26 +9,12 @@ from typing import Annotated
 import numpy as np
 import typer
 
+from million_ird.cli_common import Manifest, existing_store, fail
 from million_ird.report import format_table
-from million_ird.store import Store, StoreError
+from million_ird.store import StoreError
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
-
-Manifest = Annotated[Path, typer.Option("--manifest", "-m", help="Dataset directory (the store).")]
-
-
-def _fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(2)
-
-
-def _store(manifest: Path) -> Store:
-    store = Store(manifest)
-    if not store.root.is_dir():
-        _fail(f"{store.root}: no dataset directory here; run `million-ird ingest --manifest DIR ...` first")
-    return store
-
 
 def score_command(
     manifest: Manifest,
@@ -50,16 +36,16 @@ def score_command(
 
     names = tuple(m.strip() for m in metrics.split(",") if m.strip())
     if not names:
-        _fail("--metrics is empty; give e.g. niqe,brisque")
+        fail("--metrics is empty; give e.g. niqe,brisque")
     if niqe_params is not None and not niqe_params.is_file():
-        _fail(f"--niqe-params {niqe_params}: no such file; create one with `million-ird iqa fit-niqe`")
+        fail(f"--niqe-params {niqe_params}: no such file; create one with `million-ird iqa fit-niqe`")
     cfg = ScoreConfig(metrics=names, workers=workers, device=device, batch_size=batch_size,
                       niqe_params=str(niqe_params) if niqe_params else None,
                       nima_weights=str(nima_weights) if nima_weights else None, retry_errors=retry_errors, limit=limit)
     try:
-        stats = run_score(_store(manifest), cfg)
+        stats = run_score(existing_store(manifest), cfg)
     except (KeyError, StoreError, ImportError, ValueError) as exc:
-        _fail(str(exc).strip("'\""))
+        fail(str(exc).strip("'\""))
     for metric, reason in stats["skipped_metrics"].items():
         typer.echo(f"{metric} skipped: {reason}")
     reasons = stats.pop("error_reasons", {})
@@ -85,9 +71,9 @@ def filter_command(
 
     cfg = FilterConfig(niqe=niqe, brisque=brisque, nima=nima, min_side=min_side, name=name, dry_run=dry_run)
     try:
-        record = run_filter(_store(manifest), cfg)
+        record = run_filter(existing_store(manifest), cfg)
     except StoreError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     rules = ", ".join(f"{m} {rule}" for m, rule in record["thresholds"].items())
     typer.echo(f"selection {record['name']!r}: {rules}, shorter side >= {record['min_side']}"
                + (" (dry run, nothing written)" if cfg.dry_run else ""))
@@ -110,7 +96,7 @@ def fit_niqe_command(
 
     files = sorted(p for p in pristine.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
-        _fail(f"--pristine {pristine}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found")
+        fail(f"--pristine {pristine}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found")
     used: list[Path] = []
 
     def images():  # noqa: ANN202 - generator of arrays
@@ -129,7 +115,7 @@ def fit_niqe_command(
     try:
         model = fit_niqe(images(), sharpness_threshold=sharpness)
     except ValueError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     out.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(out, mu=model["mu"], cov=model["cov"], n_blocks=model["n_blocks"],
                         n_images=np.int64(len(used)), sharpness=np.float64(sharpness))

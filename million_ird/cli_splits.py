@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from million_ird import testsets
+from million_ird.cli_common import fail
 from million_ird.report import format_table
 from million_ird.stages import splits as S
 from million_ird.store import Store, StoreError, new_run_id
@@ -18,15 +19,10 @@ log = logging.getLogger(__name__)
 EXPORTS = ("promptir", "dsrir", "mioir")
 
 
-def _fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(2)
-
-
 def _export(store: Store, recipe: str, kinds: list[str], out: Path, seed: int) -> dict[str, dict[str, int]]:
     rows = list(S.iter_rows(store, recipe))
     if not rows:
-        _fail(f"no pairs for recipe {recipe!r} in {store.root}; run `million-ird splits --recipe {recipe}` first")
+        fail(f"no pairs for recipe {recipe!r} in {store.root}; run `million-ird splits --recipe {recipe}` first")
     done = {}
     for kind in kinds:
         def res(p: str) -> Path:
@@ -81,10 +77,10 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Write the all-in-one train/test pairs (or a synthetic split), verify them, or export them."""
         if recipe not in S.RECIPES:
-            _fail(f"--recipe {recipe!r}: use one of {', '.join(S.RECIPES)}")
+            fail(f"--recipe {recipe!r}: use one of {', '.join(S.RECIPES)}")
         bad = sorted(set(export or ()) - set(EXPORTS))
         if bad:
-            _fail(f"--export {bad[0]!r}: use one of {', '.join(EXPORTS)}")
+            fail(f"--export {bad[0]!r}: use one of {', '.join(EXPORTS)}")
         store = Store(manifest)
         run_id = new_run_id("splits")
         if verify:
@@ -92,7 +88,7 @@ def register(app: typer.Typer) -> None:
         try:
             sig = tuple(float(s) for s in sigmas.split(",") if s.strip())
         except ValueError:
-            _fail(f"--sigmas {sigmas!r}: give a comma list of numbers, e.g. 15,25,50")
+            fail(f"--sigmas {sigmas!r}: give a comma list of numbers, e.g. 15,25,50")
         cfg = S.SplitsConfig(recipe, seed, sig, rounding, test_fraction, rain_preset, digest or recipe == "synthetic",
                              limit)
         paths = S.BenchmarkPaths(tuple(denoise_train or ()), rain100l, reside_ots, sots, bsd68, urban100)
@@ -105,7 +101,7 @@ def register(app: typer.Typer) -> None:
             written = S.write_pairs(store, plan, cfg, run_id)
             exported = _export(store, recipe, export, export_dir or store.root / "exports" / recipe, seed) if export else {}
         except (testsets.LayoutError, S.SplitError, StoreError) as exc:
-            _fail(str(exc))
+            fail(str(exc))
         typer.echo(format_table(S.summary_rows(written)))
         for kind, c in exported.items():
             typer.echo(f"export {kind}: {json.dumps(c, sort_keys=True)}")
