@@ -12,6 +12,7 @@ from torch import nn
 
 FFN_EXPANSION = 2.66
 LN_EPS = 1e-5
+NORM_EPS = 1e-12  # F.normalize's eps
 
 
 class ChannelLayerNorm(nn.Module):
@@ -42,14 +43,19 @@ class MDTA(nn.Module):
         self.project_out = nn.Conv2d(dim, dim, kernel_size=1, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Apply attention to (B, C, H, W)."""
+        """Apply attention to (B, C, H, W).
+
+        softmax(normalize(q)·normalize(k)ᵀ·t) is computed as softmax(q·kᵀ / (|q|·|k|ᵀ)·t): the same
+        value (norms clamped at 1e-12 as F.normalize does) without two normalised C×HW copies.
+        """
         b, c, h, w = x.shape
         qkv = self.qkv_dwconv(self.qkv(x)).reshape(b, 3, self.num_heads, c // self.num_heads, h * w)
-        q = F.normalize(qkv[:, 0], dim=-1)
-        k = F.normalize(qkv[:, 1], dim=-1)
-        attn = torch.softmax((q @ k.transpose(-2, -1)) * self.temperature, dim=-1)
-        out = (attn @ qkv[:, 2]).reshape(b, c, h, w)
-        return self.project_out(out)
+        q, k, v = qkv.unbind(1)
+        q_norm = torch.linalg.vector_norm(q, dim=-1, keepdim=True).clamp_min(NORM_EPS)
+        k_norm = torch.linalg.vector_norm(k, dim=-1, keepdim=True).clamp_min(NORM_EPS)
+        logits = (q @ k.transpose(-2, -1)) / (q_norm * k_norm.transpose(-2, -1))
+        attn = torch.softmax(logits * self.temperature, dim=-1)
+        return self.project_out((attn @ v).reshape(b, c, h, w))
 
 
 class GDFN(nn.Module):
@@ -68,7 +74,9 @@ class GDFN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Apply the gated feed-forward to (B, C, H, W)."""
         x1, x2 = self.dwconv(self.project_in(x)).chunk(2, dim=1)
-        return self.project_out(self.act(x1) * x2)
+        if torch.is_grad_enabled():
+            return self.project_out(self.act(x1) * x2)
+        return self.project_out(self.act(x1).mul_(x2))  # inference: reuse the GELU output buffer
 
 
 class TransformerBlock(nn.Module):
