@@ -10,6 +10,7 @@ import platform
 import subprocess
 import uuid
 from datetime import datetime, timezone
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,9 @@ from million_ird.schema import SCHEMAS, SELECTIONS
 log = logging.getLogger(__name__)
 
 PART_GLOB = "part-*.parquet"
+# libraries whose version can change the bytes or numbers a stage writes
+RECORDED_DISTRIBUTIONS = ("duckdb", "pyarrow", "img2dataset", "numpy", "opencv-python-headless", "pillow",
+                          "scipy", "torch")
 TMP_PREFIX = ".tmp-"
 
 LATEST_DOWNLOADS = """
@@ -108,8 +112,12 @@ def write_json_atomic(obj: Any, path: Path) -> Path:
 
 def code_version() -> dict[str, str]:
     """Versions of this package, its git commit (if any) and the libraries that shape the data."""
-    versions = {"million_ird": __version__, "python": platform.python_version(),
-                "duckdb": duckdb.__version__, "pyarrow": pa.__version__}
+    versions = {"million_ird": __version__, "python": platform.python_version()}
+    for dist in RECORDED_DISTRIBUTIONS:
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
     try:
         here = Path(__file__).resolve().parent
         out = subprocess.run(["git", "-C", str(here), "describe", "--always", "--dirty", "--abbrev=12"],

@@ -90,3 +90,14 @@ def test_demo_refuses_to_clobber_a_non_demo_folder(tmp_path: Path) -> None:
     proc = cli("demo", "--out", str(tmp_path), check=False)
     assert proc.returncode == 2 and "not a demo store" in proc.stderr
     assert (tmp_path / "precious.txt").read_text() == "keep me"
+
+
+def test_every_step_leaves_a_run_record(demo_store: Path) -> None:
+    records = [json.loads(p.read_text()) for p in sorted((demo_store / "runs").glob("*.json"))]
+    commands = {r["command"] for r in records}
+    assert {"ingest", "download", "score", "filter", "patches", "splits"} <= commands
+    for record in records:
+        assert record["versions"]["million_ird"] and record["versions"]["img2dataset"]
+        assert isinstance(record["config"], dict) and isinstance(record["stats"], dict)
+    download = next(r for r in records if r["command"] == "download")
+    assert download["config"]["max_pixels"] == 200_000_000 and download["stats"]["ok"] == 7
