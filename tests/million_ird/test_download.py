@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -10,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 from curation_helpers import GOOD, cli, encode
 
@@ -114,3 +116,32 @@ def test_sigkill_then_rerun_fetches_only_what_was_missing(tmp_path: Path) -> Non
         assert store.query("SELECT count(*) FROM downloads").column(0)[0].as_py() == 40
         assert not any((store.root / "_work").iterdir())
         assert not list(store.root.rglob(".tmp-*"))
+
+
+def test_finished_shards_of_a_killed_run_are_harvested_not_refetched(image_server: LocalServer, tmp_path: Path) -> None:
+    """A run killed after img2dataset finished a shard but before we recorded it: the files are kept."""
+    store = Store(tmp_path / "store")
+    paths = ["/img/a.png", "/img/c.jpg", "/bad/404"]
+    _ingest_urls(store, [image_server.url(p) for p in paths], tmp_path)
+    run_dir = store.root / "_work" / "20260101T000000Z-download-dead00"
+    (run_dir / "out").mkdir(parents=True)
+    ids = store.query("SELECT url, image_id FROM images ORDER BY url").to_pylist()
+    pq.write_table(pa.table({"url": [r["url"] for r in ids], "image_id": [r["image_id"] for r in ids],
+                             "attempt": pa.array([1] * len(ids), pa.int32())}), run_dir / "input.parquet")
+    config = {"input": str(run_dir / "input.parquet"), "output": str(run_dir / "out"), "processes": 1,
+              "threads": 4, "timeout": 5, "shard_size": 10, "parent_pid": os.getpid()}
+    (run_dir / "engine.json").write_text(json.dumps(config))
+    subprocess.run([sys.executable, "-m", "million_ird.stages.engine", str(run_dir / "engine.json")], check=True,
+                   capture_output=True, env=dict(os.environ, NO_ALBUMENTATIONS_UPDATE="1"), timeout=120)
+    (run_dir / "out" / "_partial_shard.parquet").write_bytes(b"")  # debris of a kill mid-write
+    hits = sum(image_server.hits.values())
+    assert hits == 3
+    cli("download", "-m", str(store.root), "--retries", "1")  # the recovered 404 has used its one attempt
+    record = json.loads(max((store.root / "runs").glob("*-download-*.json")).read_text())
+    assert record["stats"]["recovered_from_killed_runs"] == 3 and record["stats"]["attempted"] == 0
+    assert sum(image_server.hits.values()) == hits  # nothing fetched twice
+    rows = {r["url"]: r for r in store.query("SELECT * FROM catalog").to_pylist()}
+    assert rows[image_server.url("/img/a.png")]["status"] == "ok"
+    assert (store.root / rows[image_server.url("/img/a.png")]["path"]).read_bytes() == image_server.routes["/img/a.png"].body
+    assert rows[image_server.url("/bad/404")]["status"] == "failed"
+    assert not run_dir.exists()
