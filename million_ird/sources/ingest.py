@@ -48,8 +48,10 @@ def ingest(store: Store, inputs: IngestInputs, cfg: IngestConfig) -> dict:
     for row in batch.images:
         rows.setdefault(row["image_id"], row)
     duplicates_in_input = len(batch.images) - len(rows)
-    existing = {r for r in store.query("SELECT image_id FROM images").column("image_id").to_pylist()
-                if r in rows}
+    with store.connect() as con:
+        con.register("candidates", pa.table({"image_id": pa.array(list(rows), pa.string())}))
+        existing = set(con.sql("SELECT image_id FROM candidates SEMI JOIN images USING (image_id)")
+                       .to_arrow_table().column(0).to_pylist())
     new = [dict(r, ingested_at=now) for i, r in rows.items() if i not in existing]
     store.append("rejected", pa.Table.from_pylist([dict(r, run_id=run_id) for r in batch.rejected],
                                                   schema=REJECTED), run_id)

@@ -91,6 +91,11 @@ def _harvest_row(store: Store, shard_dir: Path, meta: dict, run_id: str, cfg: Do
     if meta["status"] != "success":
         return outcome_row(image_id, attempt, run_id, Verified(f"download failed: {meta['error_message']}"), None)
     src = shard_dir / f"{meta['key']}.jpg"  # img2dataset's fixed extension; real format comes from the bytes
+    if not src.exists():  # a killed run verified and moved it already, then died before recording the row
+        kept = sorted((store.files_dir / image_id[:2]).glob(f"{image_id}.*"))
+        if kept:
+            v = verify_file(kept[0], cfg.max_pixels)
+            return outcome_row(image_id, attempt, run_id, v, None if v.error else kept[0].relative_to(store.root).as_posix())
     return _verify_and_keep(store, src, image_id, attempt, run_id, cfg)
 
 

@@ -134,6 +134,11 @@ def test_finished_shards_of_a_killed_run_are_harvested_not_refetched(image_serve
     subprocess.run([sys.executable, "-m", "million_ird.stages.engine", str(run_dir / "engine.json")], check=True,
                    capture_output=True, env=dict(os.environ, NO_ALBUMENTATIONS_UPDATE="1"), timeout=120)
     (run_dir / "out" / "_partial_shard.parquet").write_bytes(b"")  # debris of a kill mid-write
+    shard = pq.read_table(run_dir / "out" / "00000.parquet").to_pylist()
+    moved = next(m for m in shard if m["url"].endswith("/img/a.png"))  # verified + moved before the kill
+    kept = store.root / "files" / moved["image_id"][:2] / f"{moved['image_id']}.png"
+    kept.parent.mkdir(parents=True)
+    os.replace(run_dir / "out" / "00000" / f"{moved['key']}.jpg", kept)
     hits = sum(image_server.hits.values())
     assert hits == 3
     cli("download", "-m", str(store.root), "--retries", "1")  # the recovered 404 has used its one attempt
