@@ -39,7 +39,7 @@ def read_folder(root: Path, cfg: IngestConfig, batch: SourceBatch) -> None:
         width, height = _declared_size(path)
         origin = f"{root}/{rel}"
         if cfg.min_side and (width is None or height is None or min(width, height) < cfg.min_side):
-            batch.reject(cfg.source, origin, f"size {width}x{height} is below --min-side {cfg.min_side}",
+            batch.reject(cfg.source, origin, f"below --min-side {cfg.min_side}: size {width}x{height}",
                          path=str(path))
             continue
         batch.images.append({

@@ -56,7 +56,7 @@ def ingest(store: Store, inputs: IngestInputs, cfg: IngestConfig) -> dict:
     store.append("rejected", pa.Table.from_pylist([dict(r, run_id=run_id) for r in batch.rejected],
                                                   schema=REJECTED), run_id)
     store.append("images", pa.Table.from_pylist(new, schema=IMAGES), run_id)
-    reasons = Counter(r["reason"].split(";")[0] for r in batch.rejected)
+    reasons = Counter(r["reason"].split(":")[0].split(";")[0] for r in batch.rejected)  # kind, not values
     stats = {
         "source": cfg.source, "read": len(batch.images) + len(batch.rejected), "new": len(new),
         "duplicates_in_input": duplicates_in_input, "already_in_store": len(existing),

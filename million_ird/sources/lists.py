@@ -47,12 +47,12 @@ def _add_url_row(batch: SourceBatch, cfg: IngestConfig, row: dict, cols: dict[st
     width = to_int(row.get(cols["width"]), cols["width"] or "WIDTH", origin) if cols["width"] else None
     height = to_int(row.get(cols["height"]), cols["height"] or "HEIGHT", origin) if cols["height"] else None
     if cfg.min_side and (width is None or height is None or min(width, height) < cfg.min_side):
-        batch.reject(cfg.source, origin, f"declared size {width}x{height} is below --min-side {cfg.min_side}", url=url)
+        batch.reject(cfg.source, origin, f"below --min-side {cfg.min_side}: declared {width}x{height}", url=url)
         return
     if cfg.max_watermark is not None and cols["watermark"]:
         pw = row.get(cols["watermark"])
         if pw is not None and float(pw) > cfg.max_watermark:
-            batch.reject(cfg.source, origin, f"pwatermark {float(pw):.3f} > --max-watermark {cfg.max_watermark}",
+            batch.reject(cfg.source, origin, f"above --max-watermark {cfg.max_watermark}: pwatermark {float(pw):.3f}",
                          url=url)
             return
     caption = row.get(cols["caption"]) if cols["caption"] else None

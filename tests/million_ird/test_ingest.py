@@ -52,6 +52,9 @@ def test_laion_parquet_rows_filters_and_rejections(tmp_path: Path) -> None:
     assert "no host" in reasons["https:///nohost.jpg"]
     assert "--min-side 1024" in reasons["https://d.example/small.jpg"]
     assert "--max-watermark" in reasons["https://d.example/marked.jpg"]
+    by_kind = stats["rejected_by_reason"]  # grouped by kind, so the summary stays short on big inputs
+    assert by_kind["below --min-side 1024"] == 1 and by_kind["above --max-watermark 0.5"] == 1
+    assert sum(by_kind.values()) == 7
     row = store.query("SELECT * FROM images WHERE url = 'https://a.example/1.jpg'").to_pylist()[0]
     assert (row["width"], row["height"], row["caption"], row["source"]) == (2048, 1536, "caption 0", "laion-hr")
     assert json.loads(row["extra"]) == {"similarity": 0.3, "hash": 0, "pwatermark": 0.1, "punsafe": 0.01}
