@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated
 
 import duckdb
+import pyarrow as pa
 import typer
 
 from million_ird.cli_common import Manifest, existing_store, fail
@@ -21,10 +22,6 @@ from million_ird.sources.common import IngestConfig, IngestError
 from million_ird.store import Store, StoreError
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
-
-def rows_of(table: object) -> list[dict]:
-    """Rows of an Arrow table as dicts."""
-    return table.to_pylist()  # type: ignore[attr-defined]
 
 
 @app.callback()
@@ -117,19 +114,19 @@ def patches(
     typer.echo(format_table([counts]))
 
 
-def _emit(table: object, fmt: str) -> None:
-    rows = rows_of(table)
+def _emit(table: pa.Table, fmt: str) -> None:
+    rows = table.to_pylist()
     if fmt == "json":
         typer.echo(json.dumps(rows, default=str, indent=1))
     elif fmt == "csv":
         buf = io.StringIO()
-        names = table.column_names  # type: ignore[attr-defined]
+        names = table.column_names
         writer = csv.DictWriter(buf, fieldnames=names)
         writer.writeheader()
         writer.writerows(rows)
         sys.stdout.write(buf.getvalue())
     else:
-        typer.echo(format_table(rows, table.column_names))  # type: ignore[attr-defined]
+        typer.echo(format_table(rows, table.column_names))
 
 
 @app.command()
