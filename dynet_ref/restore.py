@@ -1,4 +1,4 @@
-"""Restore images of any size with DyNet, whole or in overlapping tiles.
+"""Restore images of any size with DyNet, whole or tile by tile (exact, lower peak memory).
 
 `python -m dynet_ref.restore --weights CKPT --variant S IMG... --out DIR [--tile N]`
 """
@@ -15,61 +15,26 @@ import numpy as np
 import torch
 from torch import nn
 
-from dynet_ref.model import MULTIPLE, VARIANTS, to_channels_last
+from dynet_ref.model import VARIANTS, DyNet, to_channels_last
+from dynet_ref.tiled import tiled_forward
 
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
-def _starts(length: int, tile: int, stride: int) -> list[int]:
-    """Tile start offsets covering [0, length) with the last tile flush with the end."""
-    if length <= tile:
-        return [0]
-    starts = list(range(0, length - tile, stride))
-    return starts + [length - tile]
-
-
-def _weights(size: int, overlap: int, inner_before: bool, inner_after: bool) -> torch.Tensor:
-    """1-D blending weight of one tile: 1 inside; at a side that borders another tile, 0 for the first
-    overlap//4 pixels (their context was cut off) and a linear ramp over the next overlap - 2*(overlap//4)."""
-    margin = overlap // 4
-    ramp = max(overlap - 2 * margin, 1)
-    d = torch.arange(size, dtype=torch.float32)
-    w = torch.ones(size)
-    if inner_before:
-        w = torch.minimum(w, ((d - margin + 1) / (ramp + 1)).clamp(0, 1))
-    if inner_after:
-        w = torch.minimum(w, ((size - d - margin) / (ramp + 1)).clamp(0, 1))
-    return w
-
-
 @torch.no_grad()
-def restore_tensor(
-    model: nn.Module, image: torch.Tensor, tile: int | None = None, overlap: int = 32
-) -> torch.Tensor:
-    """Restore (B, 3, H, W) in [0, 1]; with `tile`, run overlapping tiles and cross-fade them.
+def restore_tensor(model: nn.Module, image: torch.Tensor, tile: int | None = None) -> torch.Tensor:
+    """Restore (B, 3, H, W) in [0, 1]; with `tile`, run DyNet's exact tile-streaming executor.
 
-    Exact for networks whose receptive radius is at most overlap//4. DyNet's attention and prompts
-    use whole-image statistics, so for DyNet tiles are an approximation (see the README).
+    Tiled output equals whole-image output (up to float summation order, ~1e-6) at lower peak memory:
+    see dynet_ref.tiled. A tile covering the whole image runs the model directly.
     """
     if tile is None or (image.shape[-2] <= tile and image.shape[-1] <= tile):
         return model(image)
-    tile = -(-tile // MULTIPLE) * MULTIPLE
-    if not 0 <= overlap < tile:
-        raise ValueError(f"overlap={overlap} must be in [0, tile={tile})")
-    h, w = image.shape[-2:]
-    th, tw = min(tile, h), min(tile, w)
-    out = torch.zeros_like(image)
-    weight = torch.zeros((1, 1, h, w), dtype=image.dtype, device=image.device)
-    for y in _starts(h, th, th - overlap):
-        wy = _weights(th, overlap, y > 0, y + th < h)
-        for x in _starts(w, tw, tw - overlap):
-            wx = _weights(tw, overlap, x > 0, x + tw < w)
-            mask = (wy[:, None] * wx[None, :]).to(image)
-            out[..., y : y + th, x : x + tw] += model(image[..., y : y + th, x : x + tw]) * mask
-            weight[..., y : y + th, x : x + tw] += mask
-    return out / weight
+    if not isinstance(model, DyNet):
+        raise TypeError(f"tile={tile}: tiled restore needs a dynet_ref DyNet, got {type(model).__name__}")
+    return tiled_forward(model, image, tile)
 
 
 def read_image(path: Path) -> np.ndarray:
@@ -141,10 +106,9 @@ def _parser() -> argparse.ArgumentParser:
         "--tile",
         type=int,
         default=None,
-        help="tile side in pixels (rounded up to a multiple of 8); default: whole image",
-    )
-    parser.add_argument(
-        "--overlap", type=int, default=32, help="overlap between tiles in pixels (default 32)"
+        help="process in tiles of N pixels (>= 8) to cut peak memory on large images; the output is "
+        "the same as whole-image inference (global attention/prompt statistics are streamed); "
+        "default: whole image",
     )
     parser.add_argument(
         "--width",
@@ -165,7 +129,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from dynet_ref.checkpoints import CheckpointError, load_model
 
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.tile is not None and args.tile < 8:
+        parser.error(f"--tile {args.tile}: use at least 8 pixels (e.g. 256), or leave it out")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -187,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
             failed += 1
             continue
         image = to_tensor(rgb).to(args.device).contiguous(memory_format=torch.channels_last)
-        restored = restore_tensor(model, image, args.tile, args.overlap)
+        restored = restore_tensor(model, image, args.tile)
         write_png(args.out / f"{path.stem}.png", to_uint8(restored))
     log.info("restored %d of %d images into %s", len(paths) - failed, len(paths), args.out)
     return 1 if failed else 0
