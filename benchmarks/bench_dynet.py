@@ -4,6 +4,7 @@ optionally the authors' code side by side (--reference), and GPU bf16 images/s (
     python benchmarks/bench_dynet.py                      # CPU, 224 and 512, 2 threads, median of 5
     python benchmarks/bench_dynet.py --reference DIR      # DIR/net/DyNet_{small,large}.py (needs einops)
     python benchmarks/bench_dynet.py --device cuda        # bf16 autocast, 256², batch 16
+    python benchmarks/bench_dynet.py --tiled 256          # peak RSS whole vs --tile 256 at 1024² (S)
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import argparse
 import importlib.util
 import resource
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -39,6 +41,8 @@ class BenchConfig:
     device: str = "cpu"
     batch: int = 16
     gpu_size: int = 256
+    tiled: int | None = None
+    tiled_size: int = 1024
 
 
 def peak_rss_mb() -> float:
@@ -132,6 +136,55 @@ def cpu_bench(cfg: BenchConfig) -> None:
                     )
 
 
+CHILD = """
+import resource, sys, time, torch
+from dynet_ref.model import DyNet
+from dynet_ref.tiled import tiled_forward
+variant, size, tile, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+torch.set_num_threads(threads)
+torch.manual_seed(0)
+model = DyNet(variant).eval()
+x = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(size))
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+start = time.perf_counter()
+with torch.inference_mode():
+    out = model(x) if tile == 0 else tiled_forward(model, x, tile)
+secs = time.perf_counter() - start
+torch.save(out, sys.argv[5])
+print(base / 1024, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, secs)
+"""
+
+
+def _memory_child(variant: str, size: int, tile: int, threads: int, out: Path) -> tuple[float, float, float]:
+    """Run one forward in a fresh process; return (RSS before, peak RSS) in MiB and seconds."""
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD, variant, str(size), str(tile), str(threads), str(out)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode:
+        raise SystemExit(f"--tiled: child process failed:\n{done.stderr[-2000:]}")
+    base, peak, secs = map(float, done.stdout.split()[-3:])
+    return base, peak, secs
+
+
+def tiled_bench(cfg: BenchConfig, workdir: Path) -> None:
+    """Print peak RSS and time of whole-image vs exact tiled inference, and their max |Δ|."""
+    assert cfg.tiled is not None
+    print(f"CPU, {cfg.threads} threads, {cfg.tiled_size}² image, full-width model, one process per run")
+    print(f"{'variant':>7} {'run':>10} {'s':>7} {'RSS before MiB':>15} {'peak RSS MiB':>13} {'max|Δ|':>9}")
+    for variant in cfg.variants:
+        outs = []
+        for tile in (0, cfg.tiled):
+            path = workdir / f"{variant}_{tile}.pt"
+            base, peak, secs = _memory_child(variant, cfg.tiled_size, tile, cfg.threads, path)
+            outs.append(torch.load(path, weights_only=True))
+            diff = f"{(outs[-1] - outs[0]).abs().max().item():9.1e}" if tile else f"{'-':>9}"
+            name = f"tile {tile}" if tile else "whole"
+            print(f"{variant:>7} {name:>10} {secs:7.1f} {base:15.0f} {peak:13.0f} {diff}", flush=True)
+
+
 def gpu_bench(cfg: BenchConfig) -> None:
     """Print bf16-autocast images/s at gpu_size² batch `batch` for each variant and the S/L ratio."""
     if not torch.cuda.is_available():
@@ -197,6 +250,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--batch", type=int, default=16, help="GPU batch size (default 16)")
     parser.add_argument("--gpu-size", type=int, default=256, help="GPU square image side (default 256)")
+    parser.add_argument(
+        "--tiled",
+        type=int,
+        default=None,
+        metavar="TILE",
+        help="instead of timings: peak RSS of whole vs exact tiled inference with this tile (e.g. 256)",
+    )
+    parser.add_argument(
+        "--tiled-size", type=int, default=1024, help="square image side for --tiled (default 1024)"
+    )
     return parser
 
 
@@ -213,8 +276,15 @@ def main(argv: list[str] | None = None) -> int:
         a.device,
         a.batch,
         a.gpu_size,
+        a.tiled,
+        a.tiled_size,
     )
-    if cfg.device == "cuda":
+    if cfg.tiled is not None:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            tiled_bench(cfg, Path(tmp))
+    elif cfg.device == "cuda":
         gpu_bench(cfg)
     else:
         cpu_bench(cfg)
