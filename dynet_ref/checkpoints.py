@@ -23,6 +23,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
 from dynet_ref.model import DyNet, ReuseSpec
+from million_ird.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -65,10 +66,8 @@ def save_checkpoint(
         raise CheckpointError(f"{path}: our checkpoints are safetensors; name it *.safetensors")
     meta = CheckpointMeta(model.variant, model.width, config_hash, tuple(sorted((extra or {}).items())))
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata={META_KEY: json.dumps(dataclasses.asdict(meta))})
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={META_KEY: json.dumps(dataclasses.asdict(meta))})
     log.info("saved %d tensors to %s", len(tensors), path)
     return path
 

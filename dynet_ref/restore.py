@@ -17,6 +17,7 @@ from torch import nn
 
 from dynet_ref.model import VARIANTS, DyNet, to_channels_last
 from dynet_ref.tiled import tiled_forward
+from million_ird.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +58,8 @@ def write_png(path: Path, rgb: np.ndarray) -> None:
     ok, buf = cv2.imencode(".png", np.ascontiguousarray(rgb[..., ::-1]))
     if not ok:
         raise ValueError(f"{path}: PNG encoding failed")
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(buf.tobytes())
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(buf.tobytes())
 
 
 def to_tensor(rgb: np.ndarray) -> torch.Tensor:

@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from million_ird import __version__
+from million_ird.atomic import TMP_PREFIX, atomic_path
 from million_ird.schema import SCHEMAS, SELECTIONS
 
 log = logging.getLogger(__name__)
@@ -27,7 +28,6 @@ PART_GLOB = "part-*.parquet"
 # libraries whose version can change the bytes or numbers a stage writes
 RECORDED_DISTRIBUTIONS = ("duckdb", "pyarrow", "img2dataset", "numpy", "opencv-python-headless", "pillow",
                           "scipy", "torch")
-TMP_PREFIX = ".tmp-"
 
 LATEST_DOWNLOADS = """
 SELECT * FROM downloads
@@ -86,27 +86,17 @@ def conform(table: pa.Table, schema: pa.Schema, name: str) -> pa.Table:
 
 def write_parquet_atomic(table: pa.Table, path: Path) -> Path:
     """Write `table` to `path` through a temp name in the same folder, fsync, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{TMP_PREFIX}{uuid.uuid4().hex}-{path.name}")
-    try:
+    with atomic_path(path) as tmp:
         pq.write_table(table, tmp, compression="zstd")
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 
 def write_json_atomic(obj: Any, path: Path) -> Path:
     """Write `obj` as indented JSON through a temp name, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{TMP_PREFIX}{uuid.uuid4().hex}-{path.name}")
-    try:
+    with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, default=str, sort_keys=True))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -179,26 +169,22 @@ class Store:
                 removed += 1
         return removed
 
-    def _source(self, table: str, schema: pa.Schema, con: duckdb.DuckDBPyConnection) -> str:
-        files = self.parts(table)
+    @staticmethod
+    def _create_view(con: duckdb.DuckDBPyConnection, name: str, files: list[Path], schema: pa.Schema) -> None:
+        """A view over `files`, or over an empty table of `schema` when there are none yet."""
         if files:
             listing = ", ".join("'" + str(f).replace("'", "''") + "'" for f in files)
-            return f"SELECT * FROM read_parquet([{listing}])"
-        con.register(f"_empty_{table}", schema.empty_table())
-        return f"SELECT * FROM _empty_{table}"
+            con.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet([{listing}])")
+        else:
+            con.register(f"_empty_{name}", schema.empty_table())
+            con.execute(f"CREATE VIEW {name} AS SELECT * FROM _empty_{name}")
 
     def connect(self) -> duckdb.DuckDBPyConnection:
         """An in-memory DuckDB connection with views over every table, `catalog` and `selections`."""
         con = duckdb.connect(":memory:")
         for table, schema in SCHEMAS.items():
-            con.execute(f"CREATE VIEW {table} AS {self._source(table, schema, con)}")
-        sel = sorted((self.root / "selections").glob(f"*/{PART_GLOB}"))
-        if sel:
-            listing = ", ".join("'" + str(f).replace("'", "''") + "'" for f in sel)
-            con.execute(f"CREATE VIEW selections AS SELECT * FROM read_parquet([{listing}])")
-        else:
-            con.register("_empty_selections", SELECTIONS.empty_table())
-            con.execute("CREATE VIEW selections AS SELECT * FROM _empty_selections")
+            self._create_view(con, table, self.parts(table), schema)
+        self._create_view(con, "selections", sorted((self.root / "selections").glob(f"*/{PART_GLOB}")), SELECTIONS)
         con.execute(f"CREATE VIEW latest_downloads AS {LATEST_DOWNLOADS}")
         con.execute(f"CREATE VIEW latest_scores AS {LATEST_SCORES}")
         con.execute(f"CREATE VIEW catalog AS {CATALOG}")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,11 +19,12 @@ import numpy as np
 import pyarrow as pa
 from tqdm import tqdm
 
+from million_ird.atomic import atomic_path
 from million_ird.flat import CELL, GRADIENT_VARIANCE, flat_ratio
 from million_ird.runner import run_stage
 from million_ird.schema import PATCHES
 from million_ird.stages.base import Stage
-from million_ird.store import TMP_PREFIX, Store, StoreError, new_run_id
+from million_ird.store import Store, StoreError, new_run_id
 
 log = logging.getLogger(__name__)
 
@@ -63,11 +63,9 @@ def read_pixels(path: Path) -> np.ndarray:
 
 def write_png_atomic(path: Path, pixels: np.ndarray) -> None:
     """Lossless PNG through a temp name, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{TMP_PREFIX}{uuid.uuid4().hex}.png")
-    if not cv2.imwrite(str(tmp), pixels, [cv2.IMWRITE_PNG_COMPRESSION, 3]):
-        raise OSError(f"cannot write {tmp}")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        if not cv2.imwrite(str(tmp), pixels, [cv2.IMWRITE_PNG_COMPRESSION, 3]):
+            raise OSError(f"cannot write {tmp}")
 
 
 class PatchStage(Stage):

@@ -24,6 +24,7 @@ from tqdm import tqdm
 import degradations
 from degradations.haze import OTS_A, OTS_BETA
 from million_ird import testsets
+from million_ird.atomic import atomic_path
 from million_ird.store import Store
 
 log = logging.getLogger(__name__)
@@ -89,11 +90,9 @@ def read_rgb(path: Path) -> np.ndarray:
 
 def write_png(path: Path, image: np.ndarray) -> None:
     """Write an RGB uint8 image as PNG (through a temp name, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{path.name}")
-    if not cv2.imwrite(str(tmp), cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 3]):
-        raise SplitError(f"cannot write {path}; check the folder is writable")
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        if not cv2.imwrite(str(tmp), cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 3]):
+            raise SplitError(f"cannot write {path}; check the folder is writable")
 
 
 def file_sha256(path: Path) -> str:
