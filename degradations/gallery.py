@@ -16,7 +16,7 @@ STRENGTHS: dict[str, list[dict[str, Any]]] = {
     "impulse_noise": [{"p": 0.05}, {"p": 0.15}, {"p": 0.3}],
     "jpeg": [{"quality": 70}, {"quality": 40}, {"quality": 10}],
     "mask": [{"ratio": 0.1}, {"ratio": 0.3}, {"ratio": 0.5}],
-    "rain": [{"preset": "light"}, {"preset": "rain100l", "amount": 0.003}, {"preset": "heavy"}],
+    "rain": [{"preset": "rain100l"}, {"preset": "medium"}, {"preset": "heavy"}],  # rain100l is the lightest
     "haze": [{"A": 0.9, "beta": 0.06}, {"A": 0.9, "beta": 0.12}, {"A": 1.0, "beta": 0.2}],
 }
 

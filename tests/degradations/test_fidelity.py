@@ -81,18 +81,14 @@ def streak_angle(clean: np.ndarray, rainy: np.ndarray) -> float:
     return float((ang + 90) % 180 - 90)
 
 
-def test_rain100l_preset_gives_the_measured_y_psnr(natural_images: dict) -> None:
-    for name, img in natural_images.items():
-        values = [psnr(y_channel(degradations.apply("rain", img, sample_rng(s, name, "rain"))[0]), y_channel(img))
-                  for s in range(6)]
-        assert 25.5 <= np.mean(values) <= 29.0, (name, values)
+# the rain100l preset's Y-PSNR and brightened fraction against real Rain100L: tests/degradations/test_rain_stats.py
 
 
 def test_rain_streak_angles_stay_within_the_preset(astronaut: np.ndarray) -> None:
     dark = (astronaut // 3).astype(np.uint8)  # no clipping, so the difference is the streak layer
     for s in range(6):
         out, used = degradations.apply("rain", dark, sample_rng(s, "angle", "rain"))
-        assert -10 <= used["angle"] <= 10
+        assert 4 <= abs(used["angle"]) <= 9  # rain100l: a 4-9 degree tilt, either way
         assert abs(streak_angle(dark, out) - used["angle"]) < 2.5, used
     out, _ = degradations.apply("rain", dark, sample_rng(0, "tilt"), angle=30.0, length=30)
     assert abs(streak_angle(dark, out) - 30.0) < 2.5
