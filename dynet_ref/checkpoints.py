@@ -49,6 +49,11 @@ class CheckpointMeta:
     format: str = FORMAT
 
 
+def first_line(err: BaseException) -> str:
+    """The first non-empty line of an exception's message (torch's are many lines long)."""
+    return next((ln.strip() for ln in str(err).splitlines() if ln.strip()), type(err).__name__)
+
+
 def config_hash(config: object) -> str:
     """Short sha256 of a (dataclass or JSON-able) training config, stable across runs."""
     if dataclasses.is_dataclass(config) and not isinstance(config, type):
@@ -95,7 +100,7 @@ def _from_torch_file(path: Path) -> dict[str, torch.Tensor]:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError) as err:
         raise CheckpointError(
-            f"{path}: cannot be read with torch.load(weights_only=True) ({err}); "
+            f"{path}: cannot be read with torch.load(weights_only=True) ({first_line(err)}); "
             "re-save only its state_dict, e.g. torch.save({'state_dict': sd}, path)"
         ) from err
     state = obj.get("state_dict", obj) if isinstance(obj, dict) else None

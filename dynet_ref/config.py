@@ -99,6 +99,7 @@ class TrainConfig:
     ema: float = 0.0  # EMA decay of the weights (0: off)
     grad_clip: float = 0.0  # max gradient norm (0: off)
     workers: int = 2  # DataLoader worker processes per rank
+    threads: int = 0  # torch CPU threads per rank (0: torch's default)
     log_every: int = 50
     val_every: int = 5000
     val_per_task: int = 8  # held-out images per task (pre-training: held-out patches)
@@ -154,6 +155,22 @@ def _tupled(value: Any) -> Any:
     return value
 
 
+def _coerce(annotation: Any, value: Any, where: str) -> Any:
+    """Numbers given as text (YAML reads 2e-3 as a string) or ints for float fields, per the annotation."""
+    kind = str(annotation).split(" ")[0]
+    if value is None or kind not in ("int", "float") or isinstance(value, bool):
+        return value
+    try:
+        number = float(value)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{where}: {value!r} is not a number") from err
+    if kind == "int":
+        if not number.is_integer():
+            raise ConfigError(f"{where}: {value!r} is not a whole number")
+        return int(number)
+    return number
+
+
 def update(obj: Any, values: dict[str, Any], where: str) -> Any:
     """dataclasses.replace with nested sections and a clear error for unknown keys."""
     names = {f.name: f for f in dataclasses.fields(obj)}
@@ -165,7 +182,7 @@ def update(obj: Any, values: dict[str, Any], where: str) -> Any:
         if dataclasses.is_dataclass(current) and isinstance(value, dict):
             changes[key] = update(current, value, f"{where}.{key}")
         else:
-            changes[key] = _tupled(value)
+            changes[key] = _coerce(names[key].type, _tupled(value), f"{where}.{key}")
     try:
         return dataclasses.replace(obj, **changes)
     except (TypeError, ValueError) as err:
@@ -184,19 +201,18 @@ def apply_yaml(cfg: TrainConfig, path: Path) -> TrainConfig:
 
 
 def apply_sets(cfg: TrainConfig, assignments: list[str]) -> TrainConfig:
-    """Apply `section.key=value` assignments (values parsed as YAML)."""
+    """Apply `section.key=value` assignments (values parsed as YAML) together, as one layer."""
+    nested: dict[str, Any] = {}
     for text in assignments:
         key, sep, raw = text.partition("=")
         if not sep or not key:
             raise ConfigError(f"--set {text!r}: write KEY=VALUE, e.g. --set finetune.lr=1e-4")
-        nested: dict[str, Any] = {}
         node = nested
         parts = key.strip().split(".")
         for part in parts[:-1]:
             node = node.setdefault(part, {})
         node[parts[-1]] = yaml.safe_load(raw)
-        cfg = update(cfg, nested, f"--set {key}")
-    return cfg
+    return update(cfg, nested, "--set") if nested else cfg
 
 
 def with_crop(corruption: PretrainConfig, crop: int) -> PretrainConfig:

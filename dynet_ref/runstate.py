@@ -12,6 +12,7 @@ OUT/STAGE/log.csv, val.csv, tb/          per-step losses, validation PSNR, Tenso
 from __future__ import annotations
 
 import json
+import pickle
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Any
 
 import torch
 
-from dynet_ref.checkpoints import CheckpointError, load_into, load_state_dict, save_checkpoint
+from dynet_ref.checkpoints import CheckpointError, first_line, load_into, load_state_dict, save_checkpoint
 from dynet_ref.config import ConfigError, digest, plain
 from dynet_ref.model import DyNet
 from million_ird.atomic import atomic_path
@@ -103,8 +104,8 @@ class RunFolder:
         load_into(model, load_state_dict(weights), source=str(weights))
         try:
             state = torch.load(state_path, map_location="cpu", weights_only=True)
-        except (RuntimeError, EOFError, OSError) as err:
-            raise CheckpointError(f"{state_path}: cannot be read ({err}); delete this checkpoint pair "
+        except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as err:
+            raise CheckpointError(f"{state_path}: cannot be read ({first_line(err)}); delete this checkpoint pair "
                                   "to resume from the previous one") from err
         return Resumed(step, state)
 

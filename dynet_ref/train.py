@@ -82,6 +82,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--ema", type=float, help="EMA decay of the weights, e.g. 0.999 (0: off) [default: 0].")
     p.add_argument("--grad-clip", type=float, help="Clip the gradient norm to this (0: off) [default: 0].")
     p.add_argument("--workers", type=int, help="DataLoader worker processes per rank [default: 2].")
+    p.add_argument("--threads", type=int, help="torch CPU threads per rank (0: torch's default) [default: 0].")
     p.add_argument("--val-every", type=int, help="Validate every N steps [default: 5000].")
     p.add_argument("--ckpt-every", type=int, help="Checkpoint every N steps [default: 5000].")
     p.add_argument("--print-config", action="store_true", help="Print the resolved config and exit.")
@@ -98,7 +99,7 @@ def resolve_config(args: argparse.Namespace, stores: list[Store]) -> tuple[Train
     cfg = apply_sets(cfg, args.sets)
     top = {k: getattr(args, a) for k, a in (("width", "width"), ("seed", "seed"), ("device", "device"),
                                              ("precision", "precision"), ("compile", "compile"), ("ema", "ema"),
-                                             ("grad_clip", "grad_clip"), ("workers", "workers"),
+                                             ("grad_clip", "grad_clip"), ("workers", "workers"), ("threads", "threads"),
                                              ("val_every", "val_every"), ("ckpt_every", "ckpt_every"))
            if getattr(args, a) is not None}
     stage_flags = {k: v for k, v in (("batch_size", args.batch_size), ("crop", args.crop)) if v is not None}
@@ -134,6 +135,8 @@ def start_distributed(cfg: TrainConfig) -> Dist:
     device = pick_device(cfg.device, local_rank)
     if cfg.precision == "bf16" and device.type != "cuda":
         raise ConfigError("--precision bf16 is for CUDA; use fp32 on the CPU")
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
     if world == 1:
         return Dist(device)
     if device.type == "cuda":
