@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 import warnings
@@ -21,6 +22,24 @@ from dynet_ref.model import MULTIPLE, VARIANTS, DyNet
 log = logging.getLogger(__name__)
 
 OPSET = 17
+INSTALL_HINT = 'pip install -e ".[onnx]" (or pip install million-ird[onnx])'
+
+
+class MissingExtraError(ImportError):
+    """An optional package of the `onnx` extra is not installed (the message says how to install it)."""
+
+
+def require(*modules: str) -> None:
+    """Import `modules` (onnx, onnxruntime) or raise MissingExtraError naming the extra to install."""
+    missing = []
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing.append(name)
+    if missing:
+        raise MissingExtraError(f"ONNX export needs {' and '.join(missing)}, which "
+                                f"{'is' if len(missing) == 1 else 'are'} not installed: {INSTALL_HINT}")
 
 
 class PaddedDyNet(nn.Module):
@@ -41,6 +60,7 @@ class PaddedDyNet(nn.Module):
 
 def export_onnx(model: DyNet, path: str | Path, sample_size: tuple[int, int] = (64, 64)) -> Path:
     """Write `model` (at its current variant) as ONNX with dynamic batch, height and width."""
+    require("onnx")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     sample = torch.rand(1, 3, *sample_size)
@@ -64,6 +84,7 @@ def export_onnx(model: DyNet, path: str | Path, sample_size: tuple[int, int] = (
 
 def check_onnx(model: DyNet, path: str | Path, size: tuple[int, int] = (45, 61), seed: int = 0) -> float:
     """Max |onnxruntime − PyTorch| on one random image of `size`."""
+    require("onnxruntime")
     import onnxruntime as ort
 
     gen = torch.Generator().manual_seed(seed)
@@ -81,7 +102,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m dynet_ref.export",
         description="Export DyNet at one depth to ONNX (dynamic batch/H/W, any H,W >= 8) and "
-        "compare onnxruntime with PyTorch on a random image.",
+        "compare onnxruntime with PyTorch on a random image. Needs the onnx extra: " + INSTALL_HINT + ".",
     )
     parser.add_argument(
         "--weights",
@@ -121,11 +142,12 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     try:
+        require("onnx", *(() if args.no_check else ("onnxruntime",)))  # before the model is built
         if args.weights is not None:
             model = load_model(args.weights, variant=args.variant, width=args.width)
         else:
             model = DyNet(args.variant, width=args.width or 48).eval()
-    except CheckpointError as err:
+    except (CheckpointError, MissingExtraError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     export_onnx(model, args.onnx)

@@ -182,22 +182,28 @@ DEMO_STEPS = (
 
 @app.command()
 def demo(
-    out: Annotated[Path, typer.Option(help="Where to build the demo dataset store.")] = Path("million-ird-demo"),
+    out: Annotated[Path | None, typer.Option(help="Where to build the demo dataset store [default: manifests/demo/store "
+                                             "in the source checkout, where `python -m dynet_ref.train --data "
+                                             "manifests/` finds it].")] = None,
     keep: Annotated[bool, typer.Option(help="Keep an existing --out folder instead of starting fresh.")] = False,
 ) -> None:
     """Run the whole pipeline on the bundled sample, served from a local HTTP server (no network needed)."""
-    from million_ird.demo import DemoConfig, run_demo
+    from million_ird.demo import DEFAULT_OUT, DemoConfig, copy_train_config, run_demo, train_command
 
+    cfg = DemoConfig(out=out or DEFAULT_OUT, fresh=not keep)
     try:
-        store = run_demo(DemoConfig(out=out, fresh=not keep), echo=typer.echo)
+        store = run_demo(cfg, echo=typer.echo)
     except (IngestError, StoreError) as exc:
         fail(str(exc))
     for step in DEMO_STEPS:
         args = [step[0], "--manifest", str(store.root), *step[1:]]
         typer.echo(f"\n== million-ird {' '.join(args)}")
         app(args, standalone_mode=False)
-    typer.echo(f"\nDemo store: {store.root}\nTry: million-ird query --manifest {store.root} "
+    settings = copy_train_config(cfg, store)
+    typer.echo(f"\nDemo store: {store.root}" + (f" (training settings: {settings})" if settings else ""))
+    typer.echo(f"Try: million-ird query --manifest {store.root} "
                "\"SELECT source, status, format, width, height, niqe, brisque FROM catalog\"")
+    typer.echo(f"Next: train DyNet on it: {train_command(store)}")
 
 
 register_iqa(app)

@@ -28,7 +28,7 @@ def _export(store: Store, recipe: str, kinds: list[str], out: Path, seed: int) -
         def res(p: str) -> Path:
             return S.resolve(store, p)
         if kind == "promptir":
-            done[kind] = testsets.export_promptir(rows, res, out / "promptir")
+            done[kind] = testsets.export_promptir(rows, res, out / "promptir", lambda row: S.rederive(store, row))
         elif kind == "dsrir":
             done[kind] = testsets.export_dsrir(rows, res, out / "dsrir", seed)
         else:
@@ -65,7 +65,9 @@ def register(app: typer.Typer) -> None:
         seed: Annotated[int, typer.Option(help="Global seed of every degradation draw.")] = 0,
         sigmas: Annotated[str, typer.Option(help="Comma list of noise sigmas.")] = "15,25,50",
         rounding: Annotated[str, typer.Option(help="Noise cast to uint8: truncate (reference quirk) or round.")] = "truncate",
-        test_fraction: Annotated[float, typer.Option(help="Synthetic recipe: fraction of images held out for test.")] = 0.2,
+        test_fraction: Annotated[float, typer.Option(help="Synthetic recipe: fraction of source images held out for "
+                                                     "test, exactly max(1, round(fraction * N)) of N, chosen "
+                                                     "from the seed and the image ids; needs N >= 2.")] = 0.2,
         rain_preset: Annotated[str, typer.Option(help="Synthetic recipe: rain preset (rain100l, light, medium, heavy).")] = "rain100l",
         digest: Annotated[bool, typer.Option(help="Also store pixel digests of on-the-fly training pairs (slower).")] = False,
         limit: Annotated[int | None, typer.Option(help="Synthetic recipe: use at most N source images.")] = None,

@@ -1,7 +1,13 @@
-"""`million-ird demo`: the whole pipeline on the bundled sample, served from 127.0.0.1 (no network)."""
+"""`million-ird demo`: the whole pipeline on the bundled sample, served from 127.0.0.1 (no network).
+
+The sample's URLs live on a reserved host name (`.invalid` never resolves, RFC 2606), and the local
+server (any free port) is the HTTP proxy of that one download run. So the URLs, hence the image ids,
+the split and every figure, are the same on every run and machine, and nothing leaves 127.0.0.1.
+"""
 
 from __future__ import annotations
 
+import shlex
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +25,10 @@ from million_ird.stages.download import DownloadConfig, download
 from million_ird.store import Store, StoreError
 
 SAMPLE = Path(__file__).resolve().parents[1] / "manifests" / "demo"
+DEFAULT_OUT = SAMPLE / "store"  # `python -m dynet_ref.train --data manifests/` finds it there
+TRAIN_CONFIG = "train.yaml"  # the trainer applies a store's own train.yaml over its defaults
+DEMO_HOST = "demo.million-ird.invalid"
+DEMO_BASE = f"http://{DEMO_HOST}"
 MARKER = ".million-ird-demo"
 MIME = {".png": "image/png", ".jpg": "image/jpeg"}
 LOCAL = ("astronaut.png", "coffee.png")
@@ -28,7 +38,7 @@ LOCAL = ("astronaut.png", "coffee.png")
 class DemoConfig:
     """Where the demo store goes and whether to start from scratch."""
 
-    out: Path
+    out: Path = DEFAULT_OUT
     fresh: bool = True
     sample: Path = SAMPLE
 
@@ -56,15 +66,15 @@ def _routes(photos: Path) -> dict[str, Response]:
     return routes
 
 
-def _laion_shard(server: LocalServer, photos: Path, path: Path) -> Path:
-    """A LAION-HR-style metadata shard pointing at the local server (plus rows that must be rejected)."""
+def _laion_shard(routes: dict[str, Response], photos: Path, path: Path) -> Path:
+    """A LAION-HR-style metadata shard with stable URLs on the demo host (plus rows that must be rejected)."""
     rows = []
-    for route in server.routes:
+    for route in routes:
         name = route.rsplit("/", 1)[1]
         size = Image.open(photos / name).size if (photos / name).exists() else (1200, 900)
-        rows.append({"URL": server.url(route), "TEXT": f"demo photo {name}", "WIDTH": size[0], "HEIGHT": size[1],
+        rows.append({"URL": DEMO_BASE + route, "TEXT": f"demo photo {name}", "WIDTH": size[0], "HEIGHT": size[1],
                      "similarity": 0.31, "hash": len(rows), "pwatermark": 0.05, "punsafe": 0.01})
-    for url in (server.url("/missing.png"), "file:///etc/passwd", "ftp://example.org/a.png"):
+    for url in (DEMO_BASE + "/missing.png", "file:///etc/passwd", "ftp://example.org/a.png"):
         rows.append({"URL": url, "TEXT": "bad row", "WIDTH": 2000, "HEIGHT": 2000, "similarity": 0.3,
                      "hash": len(rows), "pwatermark": 0.05, "punsafe": 0.01})
     pq.write_table(pa.Table.from_pylist(rows), path)
@@ -79,15 +89,39 @@ def run_demo(cfg: DemoConfig, echo: Callable[[str], None]) -> Store:
     local.mkdir(parents=True, exist_ok=True)
     for name in LOCAL:
         shutil.copyfile(photos / name, local / name)
-    with LocalServer(_routes(photos)) as server:
-        shard = _laion_shard(server, photos, store.root / "inputs" / "laion-hr-demo.parquet")
-        echo(f"== ingest {shard.name} (served from {server.base_url})")
+    routes = _routes(photos)
+    shard = _laion_shard(routes, photos, store.root / "inputs" / "laion-hr-demo.parquet")
+    with LocalServer(routes, proxy_hosts=(DEMO_HOST,)) as server:
+        echo(f"== ingest {shard.name} ({DEMO_BASE}/..., served by {server.base_url} as the download's proxy)")
         stats = ingest(store, IngestInputs(parquet=(shard,)), IngestConfig(source="laion-hr"))
         echo(format_table([{k: v for k, v in stats.items() if k != "rejected_by_reason"}]))
         echo("== ingest local folder DIV2K-sample")
         stats = ingest(store, IngestInputs(folder=local), IngestConfig(source="DIV2K"))
         echo(format_table([{k: v for k, v in stats.items() if k != "rejected_by_reason"}]))
         echo("== download + verify")
-        stats = download(store, DownloadConfig(threads=8, timeout=5))
+        stats = download(store, DownloadConfig(threads=8, timeout=5, http_proxy=server.base_url))
         echo(format_table([{k: v for k, v in stats.items() if k != "errors"}]))
     return store
+
+
+def copy_train_config(cfg: DemoConfig, store: Store) -> Path | None:
+    """Copy the sample's train.yaml into the store (the trainer's settings for it); None when absent.
+
+    With `--keep` a train.yaml already in the store (perhaps edited) is left as it is.
+    """
+    src, dest = cfg.sample / TRAIN_CONFIG, store.root / TRAIN_CONFIG
+    if not src.is_file():
+        return None
+    if cfg.fresh or not dest.exists():
+        shutil.copyfile(src, dest)
+    return dest
+
+
+def train_command(store: Store) -> str:
+    """The command that trains DyNet on this store (`--data manifests/` for the default store)."""
+    target = SAMPLE.parent if store.root == DEFAULT_OUT.resolve() else store.root
+    try:
+        shown = f"{target.relative_to(Path.cwd().resolve()).as_posix()}/"
+    except ValueError:
+        shown = str(target)
+    return f"python -m dynet_ref.train --data {shlex.quote(shown)}"

@@ -1,4 +1,10 @@
-"""A small threaded HTTP server on 127.0.0.1 that serves fixed responses (for the demo and the tests)."""
+"""A small threaded HTTP server on 127.0.0.1 that serves fixed responses (for the demo and the tests).
+
+It can also stand in as the HTTP proxy of a client (`http_proxy=server.base_url`): absolute-URI requests
+for one of `proxy_hosts` are answered from the same routes, so URLs on a reserved host name (which never
+resolves) stay the same whatever port the server got. It never forwards anything: any other host is
+refused with 403, and CONNECT (https through a proxy) is not implemented (501).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
+from urllib.parse import urlsplit
 
 
 @dataclass(frozen=True)
@@ -24,9 +31,13 @@ class Response:
 
 @dataclass
 class LocalServer:
-    """Serve `routes` on 127.0.0.1 in a background thread; counts hits per path."""
+    """Serve `routes` on 127.0.0.1 in a background thread; counts hits per path.
+
+    `proxy_hosts`: host names whose absolute-URI (proxy) requests are answered from `routes` too.
+    """
 
     routes: dict[str, Response]
+    proxy_hosts: tuple[str, ...] = ()
     hits: Counter = field(default_factory=Counter)
     _server: ThreadingHTTPServer | None = None
 
@@ -48,8 +59,17 @@ class LocalServer:
 
             def do_GET(self) -> None:  # noqa: N802 - http.server API
                 path = self.path.split("?")[0]
+                if not path.startswith("/"):  # absolute URI: we are asked as a proxy
+                    target = urlsplit(self.path)
+                    if target.scheme != "http" or target.hostname not in server.proxy_hosts:
+                        refusal = f"this proxy only answers for {', '.join(server.proxy_hosts) or 'no host'}"
+                        self._answer(Response(refusal.encode(), 403, "text/plain"))
+                        return
+                    path = target.path or "/"
                 server.hits[path] += 1
-                resp = server.routes.get(path, Response(b"not found", 404, "text/plain"))
+                self._answer(server.routes.get(path, Response(b"not found", 404, "text/plain")))
+
+            def _answer(self, resp: Response) -> None:
                 if resp.delay:
                     time.sleep(resp.delay)
                 self.send_response(resp.status)

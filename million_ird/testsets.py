@@ -15,7 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
+
+from million_ird.atomic import atomic_path
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
@@ -160,14 +163,47 @@ def _write_lines(path: Path, lines: list[str]) -> None:
     path.write_text("".join(f"{line}\n" for line in lines))
 
 
-def export_promptir(rows: list[dict], resolve: Callable[[str], Path], out: Path) -> dict[str, int]:
-    """PromptIR/DyNet layout: Train/{Denoise,Derain,Dehaze}, data_dir/*.txt lists and test/ folders (symlinks)."""
+def _write_png(dst: Path, image: np.ndarray) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if dst.is_symlink():
+        dst.unlink()
+    with atomic_path(dst) as tmp:
+        if not cv2.imwrite(str(tmp), cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 3]):
+            raise OSError(f"cannot write {dst}; check the folder is writable")
+
+
+def _place(src: Path | np.ndarray, dst: Path) -> None:
+    """A symlink to a stored file, or a PNG of an image materialised for the export."""
+    if isinstance(src, Path):
+        _link(src, dst)
+    else:
+        _write_png(dst, src)
+
+
+def _degraded(row: dict, resolve: Callable[[str], Path],
+              rederive: Callable[[dict], np.ndarray] | None) -> tuple[Path | np.ndarray, str]:
+    """The degraded side of a rain/haze row and its file suffix: the stored file, or re-derived pixels."""
+    if row["degraded"]:
+        path = resolve(row["degraded"])
+        return path, path.suffix
+    if row["degradation"] is None or rederive is None:
+        raise ValueError(f"pair {row['pair_id']} has no degraded file and no way to re-derive it; pass rederive=")
+    return rederive(row), ".png"
+
+
+def export_promptir(rows: list[dict], resolve: Callable[[str], Path], out: Path,
+                    rederive: Callable[[dict], np.ndarray] | None = None) -> dict[str, int]:
+    """PromptIR/DyNet layout: Train/{Denoise,Derain,Dehaze}, data_dir/*.txt lists and test/ folders.
+
+    Stored files are symlinked. Rain/haze rows degraded on the fly (no `degraded` file) are materialised as
+    PNG with `rederive(row)` (their stored degradation, args and seed), so every row is exported. Noise
+    rows export their clean image once (PromptIR adds the noise itself).
+    """
     counts: Counter = Counter()
     lists: dict[str, list[str]] = {"noisy/denoise.txt": [], "rainy/rainTrain.txt": [], "hazy/hazy_outside.txt": []}
     seen: set[str] = set()
     for row in rows:
         clean = resolve(row["clean"])
-        degraded = resolve(row["degraded"]) if row["degraded"] else None
         split, task = row["split"], row["task"]
         if task == "denoise":
             name = f"{clean.parent.name}_{clean.name}" if split == "train" else clean.name
@@ -179,32 +215,41 @@ def export_promptir(rows: list[dict], resolve: Callable[[str], Path], out: Path)
                     lists["noisy/denoise.txt"].append(name)
                 counts[f"{split}/denoise"] += 1
             continue
-        if degraded is None:
-            counts["skipped (degraded on the fly)"] += 1
-            continue
+        degraded, suffix = _degraded(row, resolve, rederive)
+        if not isinstance(degraded, Path):
+            counts["materialized"] += 1
         n = counts[f"{split}/{task}"] + 1
         if task == "derain":
             base = out / ("Train/Derain" if split == "train" else "test/derain/Rain100L")
             rainy, gt = ("rainy", "gt") if split == "train" else ("input", "target")
-            _link(degraded, base / rainy / f"rain-{n}.png")
+            _place(degraded, base / rainy / f"rain-{n}.png")
             _link(clean, base / gt / f"norain-{n}.png")
             if split == "train":
                 lists["rainy/rainTrain.txt"].append(f"rainy/rain-{n}.png")
         else:
-            args = json_get(row, "args") or {}
-            stem = degraded.stem if HAZY_NAME.match(degraded.stem) else f"{n:05d}_{args.get('A', 1)}_{args.get('beta', 0)}"
-            cid = HAZY_NAME.match(stem)["id"]  # type: ignore[index]
-            if split == "train":
-                _link(degraded, out / "Train/Dehaze/synthetic" / f"{stem}{degraded.suffix}")
-                _link(clean, out / "Train/Dehaze/original" / f"{cid}{clean.suffix}")
-                lists["hazy/hazy_outside.txt"].append(f"synthetic/{stem}{degraded.suffix}")
-            else:
-                _link(degraded, out / "test/dehaze/input" / f"{stem}{degraded.suffix}")
-                _link(clean, out / "test/dehaze/target" / f"{cid}{clean.suffix}")
+            _export_hazy(row, clean, degraded, suffix, n, out, lists)
         counts[f"{split}/{task}"] += 1
     for name, lines in lists.items():
         _write_lines(out / "data_dir" / name, lines)
     return dict(counts)
+
+
+def _export_hazy(row: dict, clean: Path, degraded: Path | np.ndarray, suffix: str, n: int, out: Path,
+                 lists: dict[str, list[str]]) -> None:
+    """One haze pair: <id>_<A>_<beta> names (the benchmark's own for real pairs, numbered for generated ones)."""
+    if isinstance(degraded, Path) and row["degradation"] is None and HAZY_NAME.match(degraded.stem):
+        stem, clean_suffix, target_suffix = degraded.stem, clean.suffix, clean.suffix
+    else:  # PromptIR finds the clean image as <id> + the hazy suffix (train) or <id>.png (test)
+        args = json_get(row, "args") or {}
+        stem, clean_suffix, target_suffix = f"{n:05d}_{args.get('A', 1)}_{args.get('beta', 0)}", suffix, ".png"
+    cid = HAZY_NAME.match(stem)["id"]  # type: ignore[index]
+    if row["split"] == "train":
+        _place(degraded, out / "Train/Dehaze/synthetic" / f"{stem}{suffix}")
+        _link(clean, out / "Train/Dehaze/original" / f"{cid}{clean_suffix}")
+        lists["hazy/hazy_outside.txt"].append(f"synthetic/{stem}{suffix}")
+    else:
+        _place(degraded, out / "test/dehaze/input" / f"{stem}{suffix}")
+        _link(clean, out / "test/dehaze/target" / f"{cid}{target_suffix}")
 
 
 def json_get(row: dict, key: str) -> object:

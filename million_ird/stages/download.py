@@ -53,6 +53,7 @@ class DownloadConfig:
     shard_size: int = 500
     max_pixels: int = DEFAULT_MAX_PIXELS
     verify_workers: int = max(1, os.cpu_count() or 1)
+    http_proxy: str | None = None  # http:// URLs of this run go through this proxy (the demo's local server)
 
 
 def outcome_row(image_id: str, attempt: int, run_id: str, v: Verified, path: str | None) -> dict:
@@ -159,6 +160,8 @@ def _start_engine(run_dir: Path, cfg: DownloadConfig) -> subprocess.Popen:
               "parent_pid": os.getpid()}
     (run_dir / "engine.json").write_text(json.dumps(config))
     env = dict(os.environ, NO_ALBUMENTATIONS_UPDATE="1")
+    if cfg.http_proxy:  # img2dataset fetches with urllib, which reads these; no_proxy must not bypass it
+        env.update(http_proxy=cfg.http_proxy, HTTP_PROXY=cfg.http_proxy, no_proxy="", NO_PROXY="")
     with open(run_dir / "engine.log", "ab") as logfile:
         return subprocess.Popen([sys.executable, "-m", "million_ird.stages.engine", str(run_dir / "engine.json")],
                                 stdout=logfile, stderr=subprocess.STDOUT, env=env, start_new_session=True)

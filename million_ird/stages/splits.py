@@ -13,6 +13,7 @@ import logging
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +117,12 @@ def derive(clean: np.ndarray, degradation: str, args: dict[str, Any], seed: int)
     return degradations.get(degradation)(clean, degradations.rng_from_seed(seed), **args)
 
 
+def rederive(store: Store, row: dict[str, Any]) -> np.ndarray:
+    """The degraded image of a stored pair row, re-created from its clean file, spec and stored seed."""
+    params = json.loads(row["params"] or "{}")
+    return derive(read_rgb(resolve(store, row["clean"])), row["degradation"], params["args"], row["seed"])[0]
+
+
 def _row(p: Planned, recipe: str, run_id: str, degraded: str | None, seed: int | None,
          params: dict[str, Any]) -> dict[str, Any]:
     return {"pair_id": p.pair_id, "recipe": recipe, "split": p.split, "task": p.task, "clean": p.clean,
@@ -197,15 +204,64 @@ def source_images(store: Store, limit: int | None = None) -> list[tuple[str, str
     return pairs[:limit] if limit else pairs
 
 
+def held_out_count(n: int, test_fraction: float) -> int:
+    """Test images of a synthetic split of n: max(1, fraction * n rounded half up), leaving one for training."""
+    exact = Decimal(repr(test_fraction)) * n  # decimal: 0.3 * 5 is 1.5, not 1.4999...
+    return min(max(1, int(exact + Decimal("0.5"))), n - 1)
+
+
+def split_key(seed: int, image_id: str) -> float:
+    """Seeded sort key of one source image (a pure function of seed and id: same order in any process)."""
+    return float(degradations.sample_rng(seed, image_id, "split").random())
+
+
+def assign_splits(ids: list[str], seed: int, test_fraction: float,
+                  fixed: dict[str, str] | None = None) -> dict[str, str]:
+    """Split ids exactly: the held_out_count(n) lowest split keys go to test; ids in `fixed` keep their split.
+
+    `fixed` holds images that already have pairs, so a store that grew never moves an image between
+    splits (that would leak it); only the remaining test quota is drawn among new images.
+    """
+    wanted, known = held_out_count(len(ids), test_fraction), set(ids)
+    out = {i: s for i, s in (fixed or {}).items() if i in known}
+    need = wanted - sum(s == "test" for s in out.values())
+    for image_id in sorted(ids, key=lambda i: (split_key(seed, i), i)):
+        if image_id not in out:
+            out[image_id] = "test" if need > 0 else "train"
+            need -= out[image_id] == "test"
+    got = sum(s == "test" for s in out.values())
+    if got != wanted:
+        log.warning("%d test images instead of %d: images that already have pairs keep their split", got, wanted)
+    return out
+
+
+def existing_splits(store: Store, recipe: str) -> dict[str, str]:
+    """Source id -> split of images that already have pairs in this recipe (ids are pair_ids' last part)."""
+    rows = store.query("SELECT DISTINCT split, split_part(pair_id, '/', -1) AS id FROM pairs WHERE recipe = ? "
+                       "ORDER BY id, split DESC", [recipe]).to_pylist()
+    return {r["id"]: r["split"] for r in rows}
+
+
 def plan_synthetic(store: Store, cfg: SplitsConfig) -> tuple[list[Planned], dict[str, int]]:
-    """Plan a synthetic all-in-one split (noise/rain/haze) from the store's own images."""
+    """Plan a synthetic all-in-one split (noise/rain/haze) from the store's own images.
+
+    The test split is exact in size (see `held_out_count`) and every test image gets every task and sigma.
+    """
     sources = source_images(store, cfg.limit)
     if not sources:
         raise SplitError(f"store {store.root} has no kept patches and no downloaded images; run ingest/download "
                          "first (or use --recipe all-in-one with benchmark folders)")
+    if not 0 < cfg.test_fraction < 1:
+        raise SplitError(f"--test-fraction {cfg.test_fraction}: give a fraction between 0 and 1, e.g. 0.2")
+    if len(sources) < 2:
+        raise SplitError(f"store {store.root} has {len(sources)} source image; a synthetic split needs at least 2 "
+                         "(one train, one test): ingest and download more images"
+                         + (" or raise --limit" if cfg.limit else ""))
+    split_of = assign_splits([i for i, _ in sources], cfg.seed, cfg.test_fraction,
+                             existing_splits(store, cfg.recipe))
     plan, r = [], cfg.recipe
     for image_id, path in sources:
-        split = "test" if degradations.sample_rng(cfg.seed, image_id, "split").random() < cfg.test_fraction else "train"
+        split = split_of[image_id]
         test = split == "test"
         grid = degradations.sample_rng(cfg.seed, image_id, "haze-grid")
         haze_args = {"A": OTS_A[int(grid.integers(len(OTS_A)))], "beta": OTS_BETA[int(grid.integers(len(OTS_BETA)))]}
@@ -215,7 +271,8 @@ def plan_synthetic(store: Store, cfg: SplitsConfig) -> tuple[list[Planned], dict
                             {"preset": cfg.rain_preset}, {}, None, test, True))
         plan.append(Planned(f"{r}/{split}/dehaze/{image_id}", split, "dehaze", path, None, "haze",
                             haze_args, {}, None, test, True))
-    return plan, {"source images": len(sources)}
+    n_test = sum(s == "test" for s in split_of.values())
+    return plan, {"source images": len(sources), "train images": len(sources) - n_test, "test images": n_test}
 
 
 def existing_ids(store: Store, recipe: str) -> set[str]:

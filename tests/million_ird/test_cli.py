@@ -5,22 +5,70 @@ from __future__ import annotations
 import csv
 import io
 import json
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
 import typer.main
 from curation_helpers import cli
 
+from million_ird import demo
 from million_ird.cli import app
+from million_ird.httpserver import LocalServer, Response
+from million_ird.store import Store
 
 
 @pytest.fixture(scope="module")
-def demo_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     out = tmp_path_factory.mktemp("demo") / "store"
     stdout = cli("demo", "--out", str(out)).stdout
     for step in ("ingest", "download", "score", "filter", "splits", "stats"):
         assert f"== million-ird {step}" in stdout or f"== {step}" in stdout, step
-    return out
+    return out, stdout
+
+
+@pytest.fixture(scope="module")
+def demo_store(demo_run: tuple[Path, str]) -> Path:
+    return demo_run[0]
+
+
+def test_two_demo_runs_give_the_same_ids_split_and_pairs(demo_store: Path, tmp_path: Path) -> None:
+    other = tmp_path / "again"
+    cli("demo", "--out", str(other))  # another folder, another free port
+    sql = {"images": "SELECT image_id, url FROM images ORDER BY image_id",
+           "downloads": "SELECT image_id, status, error, sha256 FROM downloads ORDER BY image_id",
+           "pairs": "SELECT pair_id, split, task, sigma, seed, params FROM pairs ORDER BY pair_id"}
+    for table, query in sql.items():
+        a, b = Store(demo_store).query(query).to_pylist(), Store(other).query(query).to_pylist()
+        assert a == b and a, table
+    urls = Store(other).query("SELECT url FROM images WHERE url IS NOT NULL").column(0).to_pylist()
+    assert urls and all(u.startswith("http://demo.million-ird.invalid/") for u in urls)
+    splits = Store(other).query("SELECT DISTINCT split FROM pairs ORDER BY 1").column(0).to_pylist()
+    assert splits == ["test", "train"]
+
+
+def test_demo_copies_train_config_and_names_the_next_step(demo_run: tuple[Path, str]) -> None:
+    out, stdout = demo_run
+    assert (out / "train.yaml").read_bytes() == (demo.SAMPLE / "train.yaml").read_bytes()
+    assert f"Demo store: {out}" in stdout
+    assert f"Next: train DyNet on it: python -m dynet_ref.train --data {out}" in stdout
+    assert demo.DemoConfig().out == demo.DEFAULT_OUT == demo.SAMPLE / "store" and demo.DEFAULT_OUT.is_absolute()
+    command = typer.main.get_command(app).commands["demo"]  # type: ignore[attr-defined]
+    out_option = next(p for p in command.params if p.name == "out")
+    assert out_option.default is None and "manifests/demo/store" in out_option.help
+
+
+def test_demo_proxy_answers_only_for_the_demo_host() -> None:
+    with LocalServer({"/a.png": Response(b"png", content_type="image/png")}, proxy_hosts=(demo.DEMO_HOST,)) as s:
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({"http": s.base_url}))
+        assert opener.open(f"http://{demo.DEMO_HOST}/a.png", timeout=5).read() == b"png"
+        assert urllib.request.build_opener(urllib.request.ProxyHandler({})).open(s.url("/a.png")).read() == b"png"
+        for url in ("http://example.org/a.png", f"http://{demo.DEMO_HOST}.evil.test/a.png"):
+            with pytest.raises(urllib.error.HTTPError) as err:
+                opener.open(url, timeout=5)
+            assert err.value.code == 403
+        assert s.hits["/a.png"] == 2
 
 
 def test_demo_store_has_expected_outcomes(demo_store: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from pathlib import Path
 
 import cv2
@@ -181,3 +182,108 @@ def test_synthetic_prefers_kept_patches(tmp_path: Path) -> None:
                                       "y": [0, 0], "size": [64, 64], "kept": [True, False],
                                       "path": [str(patch.relative_to(tmp_path)), "files/patches/p2.png"]}))
     assert S.source_images(store) == [("p1", "files/patches/p1.png")]
+
+
+@pytest.mark.parametrize("n,fraction,expected", [
+    (2, 0.2, 1), (3, 0.2, 1), (5, 0.2, 1), (8, 0.2, 2), (13, 0.2, 3), (20, 0.2, 4), (5, 0.3, 2), (5, 0.5, 3),
+    (4, 0.5, 2), (10, 0.05, 1), (2, 0.9, 1), (7, 0.99, 6),
+])
+def test_synthetic_test_split_is_exact_in_size(tmp_path: Path, n: int, fraction: float, expected: int) -> None:
+    store = small_store(tmp_path, n)
+    plan, counts = S.plan_synthetic(store, S.SplitsConfig("synthetic", seed=4, test_fraction=fraction))
+    test_ids = {p.pair_id.rsplit("/", 1)[1] for p in plan if p.split == "test"}
+    train_ids = {p.pair_id.rsplit("/", 1)[1] for p in plan if p.split == "train"}
+    assert len(test_ids) == expected == counts["test images"] and len(train_ids) == n - expected
+    assert not test_ids & train_ids
+    per = Counter((p.split, p.task, p.sigma) for p in plan)
+    for split, ids in (("test", test_ids), ("train", train_ids)):
+        assert {k[1:]: v for k, v in per.items() if k[0] == split} == {
+            ("denoise", 15.0): len(ids), ("denoise", 25.0): len(ids), ("denoise", 50.0): len(ids),
+            ("derain", None): len(ids), ("dehaze", None): len(ids)}
+
+
+def test_every_task_and_sigma_has_a_test_pair(tmp_path: Path) -> None:
+    small_store(tmp_path, 3)
+    res = RUNNER.invoke(cli(), ["splits", "--recipe", "synthetic", "--manifest", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    rows = Store(tmp_path).query("SELECT task, sigma, count(*) AS n, count(degraded) AS files FROM pairs "
+                                 "WHERE split = 'test' GROUP BY ALL ORDER BY ALL").to_pylist()
+    assert [(r["task"], r["sigma"], r["n"], r["files"]) for r in rows] == [
+        ("dehaze", None, 1, 1), ("denoise", 15.0, 1, 1), ("denoise", 25.0, 1, 1), ("denoise", 50.0, 1, 1),
+        ("derain", None, 1, 1)]
+    assert re.search(r"test images\s+1", res.output) and re.search(r"train images\s+2", res.output)
+
+
+def test_split_is_a_pure_function_of_seed_and_ids() -> None:
+    ids = [f"id{i:02d}" for i in range(20)]
+    split = S.assign_splits(ids, 7, 0.25)
+    assert S.assign_splits(list(reversed(ids)), 7, 0.25) == split  # input order does not matter
+    assert sorted(i for i, s in split.items() if s == "test") == ["id01", "id09", "id11", "id15", "id17"]
+    assert S.assign_splits(ids, 8, 0.25) != split  # the seed does
+    # the test set of a subset is the lowest keys of that subset, not a coin flip per image
+    assert sum(s == "test" for s in S.assign_splits(ids[:6], 7, 0.25).values()) == 2
+
+
+def test_images_already_written_keep_their_split_when_the_store_grows(tmp_path: Path) -> None:
+    small_store(tmp_path, 4)
+    base = ["splits", "--recipe", "synthetic", "--manifest", str(tmp_path), "--test-fraction", "0.5"]
+    assert RUNNER.invoke(cli(), base).exit_code == 0
+    before = S.existing_splits(Store(tmp_path), "synthetic")
+    store = Store(tmp_path)
+    new = [f"new{i}" for i in range(4)]
+    paths = [png(tmp_path / "files" / f"{i}.png", 50 + k, (40, 48)) for k, i in enumerate(new)]
+    store.append("images", pa.table({"image_id": new, "source": ["t"] * 4}))
+    store.append("downloads", pa.table({"image_id": new, "status": ["ok"] * 4, "attempt": [1] * 4,
+                                        "path": [str(p.relative_to(tmp_path)) for p in paths]}))
+    res = RUNNER.invoke(cli(), base)
+    assert res.exit_code == 0 and re.search(r"skipped\s+already written\s+20", res.output), res.output
+    after = S.existing_splits(Store(tmp_path), "synthetic")
+    assert {i: after[i] for i in before} == before and sum(s == "test" for s in after.values()) == 4
+    rows = Store(tmp_path).query("SELECT split_part(pair_id, '/', -1) AS id, count(DISTINCT split) AS n "
+                                 "FROM pairs GROUP BY 1").to_pylist()
+    assert {r["n"] for r in rows} == {1}  # no image in both splits
+
+
+def test_synthetic_split_of_one_image_is_a_one_line_error(tmp_path: Path) -> None:
+    small_store(tmp_path, 1)
+    res = RUNNER.invoke(cli(), ["splits", "--manifest", str(tmp_path), "--recipe", "synthetic"])
+    lines = [x for x in res.output.splitlines() if x.startswith("error:")]
+    assert res.exit_code == 2 and len(lines) == 1, res.output
+    assert str(tmp_path) in lines[0] and "needs at least 2" in lines[0] and "ingest and download more" in lines[0]
+    res = RUNNER.invoke(cli(), ["splits", "--manifest", str(tmp_path), "--recipe", "synthetic", "--test-fraction", "1"])
+    assert res.exit_code == 2 and "between 0 and 1" in res.output
+
+
+def test_promptir_export_has_every_synthetic_pair(tmp_path: Path) -> None:
+    store = small_store(tmp_path, 5)
+    res = RUNNER.invoke(cli(), ["splits", "--manifest", str(tmp_path), "--recipe", "synthetic", "--test-fraction",
+                                "0.4", "--export", "promptir"])
+    assert res.exit_code == 0, res.output
+    out = tmp_path / "exports" / "synthetic" / "promptir"
+    rows = list(S.iter_rows(store, "synthetic"))
+    n = Counter((r["split"], r["task"]) for r in rows)
+    assert n[("train", "derain")] == 3 and n[("test", "dehaze")] == 2  # on the fly / generated as PNG
+    by_clean = {(r["split"], r["task"], (tmp_path / r["clean"]).resolve()): r for r in rows}
+    pairs = {("train", "derain"): ("Train/Derain/rainy/rain-*.png", lambda p: p.parent.parent / "gt" / f"no{p.name}"),
+             ("test", "derain"): ("test/derain/Rain100L/input/rain-*.png",
+                                  lambda p: p.parent.parent / "target" / f"no{p.name}"),
+             ("train", "dehaze"): ("Train/Dehaze/synthetic/*.png",
+                                   lambda p: p.parent.parent / "original" / f"{p.name.split('_')[0]}.png"),
+             ("test", "dehaze"): ("test/dehaze/input/*.png",
+                                  lambda p: p.parent.parent / "target" / f"{p.name.split('_')[0]}.png")}
+    for (split, task), (pattern, clean_of) in pairs.items():
+        files = sorted(out.glob(pattern))
+        assert len(files) == n[(split, task)], (split, task)
+        for degraded in files:  # PromptIR's own name rule finds the clean image of every degraded one
+            row = by_clean[(split, task, clean_of(degraded).resolve())]
+            expected = S.rederive(store, row)
+            assert np.array_equal(cv2.imread(str(degraded))[..., ::-1], expected), degraded
+    assert len((out / "data_dir/rainy/rainTrain.txt").read_text().split()) == 3
+    assert len((out / "data_dir/hazy/hazy_outside.txt").read_text().split()) == 3
+    assert len((out / "data_dir/noisy/denoise.txt").read_text().split()) == 3 == len(list(out.glob("Train/Denoise/*")))
+    assert len(list(out.glob("test/denoise/test/*"))) == 2
+    assert '"materialized": 6' in res.output and "skipped" not in res.output.split("export promptir")[1]
+    train = next(r for r in rows if r["split"] == "train" and r["task"] == "derain")
+    clean = cv2.imread(str(tmp_path / train["clean"]))[..., ::-1]
+    again, _ = S.derive(np.ascontiguousarray(clean), "rain", json.loads(train["params"])["args"], train["seed"])
+    assert np.array_equal(again, S.rederive(store, train))  # the export's pixels are the split's own
