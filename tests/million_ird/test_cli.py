@@ -149,3 +149,27 @@ def test_every_step_leaves_a_run_record(demo_store: Path) -> None:
         assert isinstance(record["config"], dict) and isinstance(record["stats"], dict)
     download = next(r for r in records if r["command"] == "download")
     assert download["config"]["max_pixels"] == 200_000_000 and download["stats"]["ok"] == 7
+
+
+def test_trainer_and_evaluator_run_on_the_demo_store_found_from_its_folder(demo_store: Path, tmp_path: Path) -> None:
+    """The users' command `python -m dynet_ref.train --data manifests/`, shortened by --set, on a demo store."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    env = {"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
+    train = subprocess.run([sys.executable, "-m", "dynet_ref.train", "--data", str(demo_store.parent), "--out", str(out),
+                            "--set", "pretrain.steps=3", "--set", "finetune.steps=3", "--set", "finetune.epochs=null"],
+                           capture_output=True, text=True, timeout=600, env=env)
+    assert train.returncode == 0, train.stderr[-2000:]
+    record = json.loads((out / "finetune" / "run.json").read_text())
+    assert record["config_sources"][1] == str(demo_store / "train.yaml")  # the store's own settings applied
+    assert record["config"]["width"] == 8 and record["init"] == str(out / "pretrain" / "final.safetensors")
+    assert "next: python -m dynet_ref.evaluate" in train.stdout
+    result = tmp_path / "res.json"
+    ev = subprocess.run([sys.executable, "-m", "dynet_ref.evaluate", "--weights", str(out / "finetune" / "final.safetensors"),
+                         "--variant", "S,L", "--data", str(demo_store.parent), "--json", str(result)],
+                        capture_output=True, text=True, timeout=600, env=env)
+    assert ev.returncode == 0, ev.stderr[-2000:]
+    scores = json.loads(result.read_text())
+    assert set(scores) == {"S", "L"} and {"dehaze", "derain", "denoise:s15"} <= set(scores["L"]["tasks"])
