@@ -14,8 +14,10 @@ import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import torch
 from torch.utils.data import Dataset, Sampler
 
@@ -145,14 +147,17 @@ class PretrainDataset(StreamDataset):
 
     def __init__(self, patches: list[PatchRow], seed: int, corruption: PretrainConfig) -> None:
         super().__init__(seed, len(patches))
-        self.patches, self.corruption = patches, corruption
+        # two Arrow string columns, not 8M Python objects: cheap to send to workers, no copy-on-read
+        self.ids = pa.array([p.patch_id for p in patches], pa.string())
+        self.paths = pa.array([str(p.path) for p in patches], pa.string())
+        self.corruption = corruption
 
     def __getitem__(self, index: Index) -> tuple[torch.Tensor, torch.Tensor]:
         position, crop, _ = index
         epoch, item = self.locate(position, self.n_items)
-        patch = self.patches[item]
-        rng = degradations.sample_rng(self.seed, patch.patch_id, "pretrain", epoch)
-        inp, target, _ = pretrain(pad_to(read_rgb8(patch.path), crop), rng, with_crop(self.corruption, crop))
+        rng = degradations.sample_rng(self.seed, self.ids[item].as_py(), "pretrain", epoch)
+        patch = read_rgb8(Path(self.paths[item].as_py()))
+        inp, target, _ = pretrain(pad_to(patch, crop), rng, with_crop(self.corruption, crop))
         return to_tensor(inp), to_tensor(target)
 
 
