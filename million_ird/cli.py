@@ -173,7 +173,7 @@ def stats(
 
 DEMO_STEPS = (
     ("score", "--metrics", "niqe,brisque"),
-    ("filter", "--niqe", "5", "--brisque", "35", "--min-side", "256", "--name", "demo"),
+    ("filter", "--niqe", "5", "--brisque", "35", "--min-side", "256", "--name", "demo", "--replace"),
     ("patches", "--selection", "demo", "--size", "256"),  # the sample photos are small: 256² patches
     ("splits", "--recipe", "synthetic"),
     ("stats",),

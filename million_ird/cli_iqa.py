@@ -63,20 +63,26 @@ def filter_command(
     brisque: Annotated[float | None, typer.Option(help="Keep BRISQUE < T.")] = None,
     nima: Annotated[float | None, typer.Option(help="Keep NIMA > T (refused when the store has no NIMA scores).")] = None,
     min_side: Annotated[int, typer.Option(help="Keep images whose shorter side is at least N pixels.")] = 1024,
-    name: Annotated[str, typer.Option(help="Selection name: written to selections/NAME/.")] = "default",
+    name: Annotated[str, typer.Option(help="Selection name: written to selections/NAME/. An existing NAME is "
+                                       "refused unless --replace is given.")] = "default",
     dry_run: Annotated[bool, typer.Option(help="Print the counts, write nothing.")] = False,
+    replace: Annotated[bool, typer.Option(help="Overwrite an existing selections/NAME/. The new selection is written "
+                                          "in full under a temp name, then swapped in, so readers and a crash see "
+                                          "the old selection or the new one, never a mix.")] = False,
 ) -> None:
     """Keep images that pass every given threshold (one DuckDB query); write the ids to selections/NAME/."""
     from million_ird.filter import FilterConfig, run_filter
 
-    cfg = FilterConfig(niqe=niqe, brisque=brisque, nima=nima, min_side=min_side, name=name, dry_run=dry_run)
+    cfg = FilterConfig(niqe=niqe, brisque=brisque, nima=nima, min_side=min_side, name=name, dry_run=dry_run,
+                       replace=replace)
     try:
         record = run_filter(existing_store(manifest), cfg)
     except StoreError as exc:
         fail(str(exc))
     rules = ", ".join(f"{m} {rule}" for m, rule in record["thresholds"].items())
     typer.echo(f"selection {record['name']!r}: {rules}, shorter side >= {record['min_side']}"
-               + (" (dry run, nothing written)" if cfg.dry_run else ""))
+               + (" (dry run, nothing written)" if cfg.dry_run else "")
+               + (" (replaced the previous selection)" if record["replaced"] else ""))
     typer.echo(format_table(record["per_source"] + [{"source": "TOTAL", "kept": record["kept"], "total": record["total"]}]))
     typer.echo(format_table([{"rule": k, "rejected": v} for k, v in record["rejected_by"].items()]))
 

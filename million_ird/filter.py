@@ -12,17 +12,30 @@ NIQE < 5 therefore separates clean from degraded on its own; BRISQUE < 35 is a s
 check (pristine LIVE images sit around 10-30 on BRISQUE's DMOS-like 0-100 scale) that keeps
 every clean photo measured. NIMA (mean of 10 bins) has no default: its weights are user-supplied
 (5.0, the AVA mean, is the customary cut).
+
+An existing selection is never replaced by accident: run_filter refuses a NAME that exists unless
+`replace` is set. The new folder is always written complete under a temp name in the store root
+(outside selections/, so no reader sees it half-written), then renamed into place; with `replace`
+it is swapped with the old folder in one step (Linux renameat2 RENAME_EXCHANGE), so a crash leaves
+either the old selection or the new one, whole.
 """
 
 from __future__ import annotations
 
+import ctypes
+import dataclasses
+import errno
 import logging
+import os
 import re
+import shutil
+import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pyarrow as pa
 
+from million_ird.atomic import TMP_PREFIX
 from million_ird.schema import SELECTIONS
 from million_ird.store import (
     Store,
@@ -45,7 +58,7 @@ RULES = {"niqe": "<", "brisque": "<", "nima": ">"}
 
 @dataclass(frozen=True)
 class FilterConfig:
-    """Thresholds (None: metric not used), the minimum shorter side, the selection name, dry run."""
+    """Thresholds (None: metric not used), the minimum shorter side, the selection name, dry run, replace."""
 
     niqe: float | None = None
     brisque: float | None = None
@@ -53,11 +66,12 @@ class FilterConfig:
     min_side: int = 1024
     name: str = "default"
     dry_run: bool = False
+    replace: bool = False  # overwrite an existing selections/NAME/ (refused otherwise)
 
     def with_defaults(self) -> FilterConfig:
         """Fill NIQE < 5 and BRISQUE < 35 when no metric threshold was given."""
         if self.niqe is None and self.brisque is None and self.nima is None:
-            return FilterConfig(DEFAULT_NIQE, DEFAULT_BRISQUE, None, self.min_side, self.name, self.dry_run)
+            return dataclasses.replace(self, niqe=DEFAULT_NIQE, brisque=DEFAULT_BRISQUE)
         return self
 
     def thresholds(self) -> dict[str, float]:
@@ -107,6 +121,9 @@ def run_filter(store: Store, cfg: FilterConfig) -> dict:
     """Apply the consensus predicate, write selections/NAME/ (unless dry run) and return the counts."""
     if not NAME_RE.match(cfg.name):
         raise StoreError(f"--name {cfg.name!r}: use letters, digits, '.', '_' or '-' only")
+    exists = selection_path(store, cfg.name).exists()
+    if exists and not cfg.dry_run and not cfg.replace:
+        raise StoreError(_exists_message(cfg.name, selection_path(store, cfg.name)))
     cfg = cfg.with_defaults()
     _check_scores(store, cfg)
     sql, params = build_sql(cfg)
@@ -118,13 +135,12 @@ def run_filter(store: Store, cfg: FilterConfig) -> dict:
     record = {"name": cfg.name, "run_id": run_id, "created_at": utc_now().isoformat(), "config": asdict(cfg),
               "thresholds": {m: f"{RULES[m]} {v}" for m, v in cfg.thresholds().items()},
               "min_side": cfg.min_side, "kept": len(kept_ids), "total": result.num_rows,
-              "per_source": per_source, "rejected_by": rejected, "sql": sql, "versions": code_version()}
+              "per_source": per_source, "rejected_by": rejected, "sql": sql, "versions": code_version(),
+              "replaced": exists and not cfg.dry_run}
     if not cfg.dry_run:
-        folder = store.root / "selections" / cfg.name
         table = pa.table({"image_id": pa.array(kept_ids, pa.string()),
                           "selection": pa.array([cfg.name] * len(kept_ids), pa.string())}, schema=SELECTIONS)
-        write_parquet_atomic(table, folder / "part-00000.parquet")
-        write_json_atomic(record, folder / "selection.json")
+        write_selection(store, cfg.name, table, record, cfg.replace)
         store.save_run("filter", run_id, cfg, {k: record[k] for k in ("kept", "total", "per_source", "rejected_by")})
     return record
 
@@ -132,3 +148,72 @@ def run_filter(store: Store, cfg: FilterConfig) -> dict:
 def selection_path(store: Store, name: str) -> Path:
     """Where selection `name` lives."""
     return store.root / "selections" / name
+
+
+def _exists_message(name: str, folder: Path) -> str:
+    return (f"selection {name!r} already exists ({folder}); choose another --name, "
+            "or pass --replace to overwrite it")
+
+
+def write_selection(store: Store, name: str, table: pa.Table, record: dict, replace_existing: bool) -> Path:
+    """Write selections/NAME/ whole: build it under a temp name, then rename it in (or swap it with the old one)."""
+    folder = selection_path(store, name)
+    tmp = store.root / f"{TMP_PREFIX}{uuid.uuid4().hex}-selection-{name}"  # outside selections/: never read
+    try:
+        write_parquet_atomic(table, tmp / "part-00000.parquet")
+        write_json_atomic(record, tmp / "selection.json")
+        _fsync(tmp / "selection.json", tmp)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        if folder.exists():
+            if not replace_existing:
+                raise StoreError(_exists_message(name, folder))
+            exchange_dirs(tmp, folder)  # tmp now holds the old selection, removed below
+        else:
+            os.rename(tmp, folder)
+        _fsync(folder.parent)
+    except OSError as exc:
+        raise StoreError(f"cannot write selection {name!r} to {folder}: {exc}; the previous state is kept") from exc
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def _fsync(*paths: Path) -> None:
+    """Flush files and folders to disk before a rename makes them visible (best effort: not every OS can)."""
+    for path in paths:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            os.fsync(fd)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
+
+_AT_FDCWD, _RENAME_EXCHANGE = -100, 2
+
+
+def exchange_dirs(a: Path, b: Path) -> None:
+    """Swap two directories in one step (Linux renameat2); elsewhere rename `b` aside, `a` in, the old one to `a`."""
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError, TypeError):
+        renameat2 = None
+    if renameat2 is not None:
+        if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+            return
+        err = ctypes.get_errno()
+        if err not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):  # not "this filesystem cannot exchange"
+            raise OSError(err, os.strerror(err), str(b))
+    log.warning("%s: no atomic directory exchange here; replacing in two renames", b)
+    aside = a.with_name(a.name + ".old")
+    os.rename(b, aside)
+    try:
+        os.rename(a, b)
+    except OSError:
+        os.rename(aside, b)
+        raise
+    os.rename(aside, a)

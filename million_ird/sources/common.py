@@ -83,23 +83,43 @@ def extras_json(row: dict, used: set[str]) -> str | None:
     return json.dumps(rest, default=str, ensure_ascii=False) if rest else None
 
 
-def to_int(value: object, column: str, origin: str) -> int | None:
-    """Declared size as an int, or a one-line error naming the row and column."""
+def to_number(value: object, column: str, origin: str, fix: str) -> float | None:
+    """A numeric cell as a float (None for null or NaN), or a one-line error naming the row, column and `fix`."""
     if value is None:
         return None
     try:
-        number = float(value)  # accepts ints, floats and numeric strings
+        number = float(value)  # accepts ints, floats, decimals and numeric strings
     except (TypeError, ValueError):
-        raise IngestError(f"{origin}: column {column!r} holds {value!r}, not a number; "
-                          f"fix the row or point --{column_flag(column)} at the right column") from None
-    if number != number:  # NaN
-        return None
-    return int(number)
+        raise IngestError(f"{origin}: column {column!r} holds {value!r}, not a number; {fix}") from None
+    return None if number != number else number  # NaN: unknown
+
+
+def to_int(value: object, column: str, origin: str) -> int | None:
+    """Declared size as an int, or a one-line error naming the row and column."""
+    number = to_number(value, column, origin, f"fix the row or point --{column_flag(column)} at the right column")
+    return None if number is None else int(number)
 
 
 def column_flag(column: str) -> str:
     """The CLI flag that names a column, for error messages."""
     return {"WIDTH": "width-col", "HEIGHT": "height-col"}.get(column.upper(), "width-col/--height-col")
+
+
+def _value_type(dtype: pa.DataType) -> pa.DataType:
+    return dtype.value_type if pa.types.is_dictionary(dtype) else dtype
+
+
+def is_text_type(dtype: pa.DataType) -> bool:
+    """Whether an Arrow column of `dtype` holds strings (plain, large, view or dictionary-encoded)."""
+    value = _value_type(dtype)
+    return pa.types.is_string(value) or pa.types.is_large_string(value) or pa.types.is_string_view(value)
+
+
+def is_number_type(dtype: pa.DataType) -> bool:
+    """Whether an Arrow column of `dtype` can hold numbers: numeric, text (checked per row) or all-null."""
+    value = _value_type(dtype)
+    return (pa.types.is_integer(value) or pa.types.is_floating(value) or pa.types.is_decimal(value)
+            or pa.types.is_null(value) or is_text_type(value))
 
 
 def images_table(rows: list[dict], schema: pa.Schema) -> pa.Table:

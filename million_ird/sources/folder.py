@@ -5,21 +5,18 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from million_ird.sources.common import IngestConfig, IngestError, SourceBatch, local_image_id
+from million_ird.stages.verify import header_size
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 
 
 def _declared_size(path: Path) -> tuple[int | None, int | None]:
-    """Width and height from the file header (no full decode); None when unreadable."""
-    try:
-        with Image.open(path) as im:
-            return im.size
-    except (OSError, UnidentifiedImageError, Image.DecompressionBombError):
-        return None, None
+    """Width and height from the file header, read as the verifier reads it (so Pillow's own pixel
+    limit, lower than the verifier's --max-pixels, does not blank big images); None when unreadable."""
+    return header_size(path) or (None, None)
 
 
 def read_folder(root: Path, cfg: IngestConfig, batch: SourceBatch) -> None:

@@ -14,7 +14,10 @@ from million_ird.sources.common import (
     IngestError,
     SourceBatch,
     extras_json,
+    is_number_type,
+    is_text_type,
     to_int,
+    to_number,
     url_image_id,
     url_problem,
 )
@@ -50,9 +53,9 @@ def _add_url_row(batch: SourceBatch, cfg: IngestConfig, row: dict, cols: dict[st
         batch.reject(cfg.source, origin, f"below --min-side {cfg.min_side}: declared {width}x{height}", url=url)
         return
     if cfg.max_watermark is not None and cols["watermark"]:
-        pw = row.get(cols["watermark"])
-        if pw is not None and float(pw) > cfg.max_watermark:
-            batch.reject(cfg.source, origin, f"above --max-watermark {cfg.max_watermark}: pwatermark {float(pw):.3f}",
+        pw = to_number(row.get(cols["watermark"]), cols["watermark"], origin, "fix the row or drop --max-watermark")
+        if pw is not None and pw > cfg.max_watermark:
+            batch.reject(cfg.source, origin, f"above --max-watermark {cfg.max_watermark}: pwatermark {pw:.3f}",
                          url=url)
             return
     caption = row.get(cols["caption"]) if cols["caption"] else None
@@ -76,6 +79,23 @@ def _columns(table_cols: list[str], cfg: IngestConfig, where: Path) -> dict[str,
     return cols
 
 
+def _check_types(schema: pa.Schema, cols: dict[str, str | None], cfg: IngestConfig, where: Path) -> None:
+    """Refuse columns whose Arrow type cannot hold what they are used for, before any row is read."""
+    url = cols["url"]
+    if url is not None and not is_text_type(schema.field(url).type):
+        raise IngestError(f"{where}: column {url!r} has Arrow type {schema.field(url).type}, not a string, so it "
+                          "cannot hold URLs; pass --url-col NAME to name the column that holds them")
+    fixes = {"width": "pass --width-col NAME to name the right column",
+             "height": "pass --height-col NAME to name the right column"}
+    if cfg.max_watermark is not None:
+        fixes["watermark"] = "fix the column or drop --max-watermark"
+    for key, fix in fixes.items():
+        name = cols[key]
+        if name is not None and not is_number_type(schema.field(name).type):
+            raise IngestError(f"{where}: column {name!r} has Arrow type {schema.field(name).type}, not a number "
+                              f"(integer, float, decimal or numeric text); {fix}")
+
+
 def read_parquet_list(path: Path, cfg: IngestConfig, batch: SourceBatch) -> None:
     """Read a LAION-HR-style Parquet file (URL, TEXT, WIDTH, HEIGHT, pwatermark, ...) into `batch`."""
     if not path.is_file():
@@ -86,6 +106,7 @@ def read_parquet_list(path: Path, cfg: IngestConfig, batch: SourceBatch) -> None
         raise IngestError(f"{path}: not a readable Parquet file ({exc}); pass Parquet to --parquet, "
                           "text/CSV to --urls") from None
     cols = _columns(pf.schema_arrow.names, cfg, path)
+    _check_types(pf.schema_arrow, cols, cfg, path)
     offset = 0
     with tqdm(total=pf.metadata.num_rows, desc=f"read {path.name}", unit="row", leave=False) as bar:
         for record_batch in pf.iter_batches(batch_size=65536):

@@ -76,7 +76,7 @@ def _load_with_pillow(path: Path) -> np.ndarray:
             rgb = im.convert("L" if im.mode in ("L", "1", "LA") else "RGB")
             arr = np.asarray(rgb)
             return arr[:, :, ::-1].copy() if arr.ndim == 3 else arr  # BGR like OpenCV
-    except (OSError, UnidentifiedImageError, ValueError) as exc:
+    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as exc:
         raise ValueError(f"cannot decode {path}: {exc}") from exc
 
 

@@ -1,21 +1,61 @@
-"""Verify one image file: real format from magic bytes, full decode, size, channels, bit depth, sha256."""
+"""Verify one image file: real format from magic bytes, full decode, size, channels, bit depth, sha256.
+
+Pillow's own decompression-bomb guard (`PIL.Image.MAX_IMAGE_PIXELS`, process-wide) is left as it is
+for every other reader in the process; the verifier applies its own `--max-pixels` check instead:
+
+- The header is parsed by the plugin class of the format sniffed from the magic bytes, not by
+  `Image.open`: `Image.open` is where Pillow checks the size against its global limit, so going
+  straight to the plugin lets the verifier's header check be the only one, per call, without
+  touching the global. For JPEG, PNG and BMP that is the whole story.
+- The GIF, TIFF and WebP plugins also consult the global limit themselves (WebP while parsing the
+  header, TIFF when allocating the decode buffer, GIF for frames and disposal areas). Only when such
+  an image is above Pillow's limit (TIFF, GIF: seen from the header; WebP: when its header parse
+  raises `DecompressionBombError`) but within `--max-pixels` does the verifier raise the global, to
+  exactly `max_pixels`, for that one decode (`_pillow_limit_at_least`). The raise is serialised by a lock so
+  concurrent verifier threads (download.py runs the verifier in a thread pool) cannot interleave
+  set/restore and leave the global changed; it is never set to None, so other readers keep a guard
+  (at worst the verifier's own limit) during that decode, and it is restored right after.
+
+Pillow's warnings are not silenced here either: `warnings.catch_warnings` swaps the process-wide
+filter list, and entered from several threads at once it can leave "ignore" installed for good.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import io
-import warnings
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
+from PIL import (
+    BmpImagePlugin,
+    GifImagePlugin,
+    Image,
+    ImageFile,
+    JpegImagePlugin,
+    PngImagePlugin,
+    TiffImagePlugin,
+    UnidentifiedImageError,
+    WebPImagePlugin,
+)
 
 DEFAULT_MAX_PIXELS = 200_000_000
 EXTENSIONS = {"jpeg": "jpg", "png": "png", "webp": "webp", "gif": "gif", "bmp": "bmp", "tiff": "tif"}
 _BITS = {"1": 1, "L": 8, "P": 8, "RGB": 8, "RGBA": 8, "CMYK": 8, "YCbCr": 8, "LA": 8, "PA": 8,
          "I;16": 16, "I;16B": 16, "I;16L": 16, "I": 32, "F": 32}
 
-Image.MAX_IMAGE_PIXELS = None  # the bomb guard below decides, before any pixel is decoded
+# the plugin that parses each sniffed format (JPEG: the base image, never the MPO wrapper)
+_PLUGINS: dict[str, type[ImageFile.ImageFile]] = {
+    "jpeg": JpegImagePlugin.JpegImageFile, "png": PngImagePlugin.PngImageFile,
+    "webp": WebPImagePlugin.WebPImageFile, "gif": GifImagePlugin.GifImageFile,
+    "bmp": BmpImagePlugin.BmpImageFile, "tiff": TiffImagePlugin.TiffImageFile,
+}
+# plugins that check Image.MAX_IMAGE_PIXELS again while decoding (WebP checks once, in its header parse)
+_SELF_CHECKING = frozenset({"gif", "tiff"})
+_LIMIT_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -69,8 +109,63 @@ def _bit_depth(data: bytes, fmt: str, mode: str) -> int:
     return _BITS.get(mode, 8)
 
 
+class _OverPillowLimit(Exception):
+    """This image must be decoded with Pillow's limit raised (see the module docstring)."""
+
+
+@contextmanager
+def _pillow_limit_at_least(pixels: int) -> Iterator[None]:
+    """Raise Pillow's global limit to `pixels` for one decode: serialised, never None, restored after."""
+    with _LIMIT_LOCK:
+        before = Image.MAX_IMAGE_PIXELS
+        raise_it = before is not None and before < pixels
+        if raise_it:
+            Image.MAX_IMAGE_PIXELS = pixels
+        try:
+            yield
+        finally:
+            if raise_it:
+                Image.MAX_IMAGE_PIXELS = before
+
+
+def _decode(data: bytes, fmt: str, max_pixels: int, raised: bool) -> tuple[int, int, str | None, int]:
+    """Width, height, mode and channels after a full decode; mode None when the header exceeds `max_pixels`."""
+    with _PLUGINS[fmt](io.BytesIO(data)) as im:  # not Image.open: its size check reads the global limit
+        width, height = im.size
+        if width * height > max_pixels:
+            return width, height, None, 0
+        limit = Image.MAX_IMAGE_PIXELS
+        if not raised and fmt in _SELF_CHECKING and limit is not None and width * height > limit:
+            raise _OverPillowLimit
+        mode = im.mode
+        im.load()
+        return width, height, mode, len(im.getbands())
+
+
+def _header(fh: io.BufferedIOBase, fmt: str) -> tuple[int, int]:
+    fh.seek(0)
+    with _PLUGINS[fmt](fh) as im:
+        return im.size
+
+
+def header_size(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int] | None:
+    """Width and height from the file header alone (no decode), as the verifier sees them; None when unreadable."""
+    try:
+        with path.open("rb") as fh:
+            fmt = sniff_format(fh.read(16))
+            if fmt is None:
+                return None
+            try:
+                return _header(fh, fmt)
+            except Image.DecompressionBombError:  # WebP checks Pillow's limit while parsing its header
+                with _pillow_limit_at_least(max_pixels):
+                    return _header(fh, fmt)
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError):
+        return None
+
+
 def verify_bytes(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Verified:
-    """Check `data` is one complete, decodable image no larger than `max_pixels`."""
+    """Check `data` is one complete, decodable image no larger than `max_pixels` (checked from the header)."""
     size = len(data)
     if size == 0:
         return Verified("empty file (0 bytes)")
@@ -79,19 +174,19 @@ def verify_bytes(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Verified:
     if fmt is None:
         return Verified(_not_image_reason(data[:256]), bytes=size, sha256=digest)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with Image.open(io.BytesIO(data)) as im:
-                width, height = im.size
-                if width * height > max_pixels:
-                    return Verified(f"decompression-bomb guard: {width}x{height} = {width * height / 1e6:.1f} MP "
-                                    f"> {max_pixels / 1e6:.1f} MP (raise --max-pixels to allow)",
-                                    fmt, width, height, bytes=size, sha256=digest)
-                mode = im.mode
-                im.load()
-                channels = len(im.getbands())
+        try:
+            width, height, mode, channels = _decode(data, fmt, max_pixels, raised=False)
+        except (_OverPillowLimit, Image.DecompressionBombError):  # GIF/TIFF/WebP above Pillow's own limit
+            with _pillow_limit_at_least(max_pixels):
+                width, height, mode, channels = _decode(data, fmt, max_pixels, raised=True)
+    except Image.DecompressionBombError as exc:  # e.g. a GIF frame far larger than its declared screen
+        return Verified(f"decompression-bomb guard: {exc}", fmt, bytes=size, sha256=digest)
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
         return Verified(f"corrupt or truncated {fmt}: {exc}", fmt, bytes=size, sha256=digest)
+    if mode is None:
+        return Verified(f"decompression-bomb guard: {width}x{height} = {width * height / 1e6:.1f} MP "
+                        f"> {max_pixels / 1e6:.1f} MP (raise --max-pixels to allow)",
+                        fmt, width, height, bytes=size, sha256=digest)
     return Verified(None, fmt, width, height, channels, _bit_depth(data, fmt, mode), size, digest)
 
 
