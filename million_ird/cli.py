@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import logging
+import shlex
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -103,15 +104,28 @@ def patches(
     workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
 ) -> None:
     """Cut images into 512x512 patches, drop mostly-flat ones, write kept patches as lossless PNG."""
-    from million_ird.stages.patches import PatchesConfig, run_patches
+    from million_ird.stages.patches import PatchesConfig, count_candidates, run_patches
 
     cfg = PatchesConfig(size=size, cell=cell, flat_threshold=flat_threshold, max_flat=max_flat,
                         selection=selection, workers=workers)
+    store = existing_store(manifest)
+    progress = store.download_progress()
+    blocker = progress.blocker(shlex.quote(str(manifest)))
+    if blocker:
+        fail(blocker)
     try:
-        counts = run_patches(existing_store(manifest), cfg)
+        counts = run_patches(store, cfg)
     except StoreError as exc:
         fail(str(exc))
     typer.echo(format_table([counts]))
+    if counts["images"] == 0:
+        where = f" in selection {selection!r}" if selection else ""
+        what = "image" if progress.tried == progress.images else "downloaded image"
+        typer.echo(f"nothing to do: every {what}{where} is already cut" if count_candidates(store, cfg) else
+                   f"nothing to do: no downloaded image{where} is at least {size} px on both sides")
+    note = progress.note(shlex.quote(str(manifest)))
+    if note:
+        typer.echo(note)
 
 
 def _emit(table: pa.Table, fmt: str) -> None:

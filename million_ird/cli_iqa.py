@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shlex
 from pathlib import Path
 from typing import Annotated
 
@@ -32,7 +33,7 @@ def score_command(
     limit: Annotated[int | None, typer.Option(help="Score at most N pending images this run.")] = None,
 ) -> None:
     """Score every ok image with no-reference IQA metrics; appends to scores/ and resumes where it stopped."""
-    from million_ird.stages.score import ScoreConfig, run_score
+    from million_ird.stages.score import ScoreConfig, run_score, usable_metrics
 
     names = tuple(m.strip() for m in metrics.split(",") if m.strip())
     if not names:
@@ -42,8 +43,14 @@ def score_command(
     cfg = ScoreConfig(metrics=names, workers=workers, device=device, batch_size=batch_size,
                       niqe_params=str(niqe_params) if niqe_params else None,
                       nima_weights=str(nima_weights) if nima_weights else None, retry_errors=retry_errors, limit=limit)
+    store = existing_store(manifest)
+    progress = store.download_progress()
     try:
-        stats = run_score(existing_store(manifest), cfg)
+        usable_metrics(cfg)  # a misspelt metric is reported before the store's state
+        blocker = progress.blocker(shlex.quote(str(manifest)))
+        if blocker:
+            fail(blocker)
+        stats = run_score(store, cfg)
     except (KeyError, StoreError, ImportError, ValueError) as exc:
         fail(str(exc).strip("'\""))
     for metric, reason in stats["skipped_metrics"].items():
@@ -54,6 +61,12 @@ def score_command(
     typer.echo(format_table([shown]))
     if reasons:
         typer.echo(format_table([{"error": k, "images": v} for k, v in reasons.items()]))
+    if stats["metrics"] and stats["pending"] == 0:
+        what = "image" if progress.tried == progress.images else "downloaded image"
+        typer.echo(f"nothing to do: every {what} is already scored")
+    note = progress.note(shlex.quote(str(manifest)))
+    if note:
+        typer.echo(note)
 
 
 def filter_command(

@@ -33,13 +33,23 @@ LATEST_DOWNLOADS = """
 SELECT * FROM downloads
 QUALIFY row_number() OVER (PARTITION BY image_id ORDER BY (status = 'ok') DESC, attempt DESC, finished_at DESC) = 1
 """
+# Per image and metric: the value of the most recent successful row carrying it (latest scored_at,
+# then run_id; a row without scored_at counts as oldest). A later run of other metrics or an error
+# row never blanks a value. One hash aggregate: stays fast at millions of images.
 LATEST_SCORES = """
-SELECT image_id, max(niqe) FILTER (WHERE niqe IS NOT NULL) AS niqe,
-       max(brisque) FILTER (WHERE brisque IS NOT NULL) AS brisque,
-       max(nima) FILTER (WHERE nima IS NOT NULL) AS nima
-FROM (SELECT * FROM scores WHERE error IS NULL
-      QUALIFY row_number() OVER (PARTITION BY image_id, metrics ORDER BY scored_at DESC) = 1)
+SELECT image_id,
+       arg_max(niqe, latest) FILTER (WHERE niqe IS NOT NULL) AS niqe,
+       arg_max(brisque, latest) FILTER (WHERE brisque IS NOT NULL) AS brisque,
+       arg_max(nima, latest) FILTER (WHERE nima IS NOT NULL) AS nima
+FROM (SELECT image_id, niqe, brisque, nima,
+             (coalesce(scored_at, TIMESTAMPTZ '-infinity'), coalesce(run_id, '')) AS latest
+      FROM scores WHERE error IS NULL)
 GROUP BY image_id
+"""
+DOWNLOAD_PROGRESS = """
+SELECT count(*) AS images, count(d.image_id) AS tried, count(*) FILTER (WHERE d.ok) AS ok
+FROM images i
+LEFT JOIN (SELECT image_id, bool_or(status = 'ok') AS ok FROM downloads GROUP BY image_id) d USING (image_id)
 """
 CATALOG = """
 SELECT i.image_id, i.source, i.url, i.width AS declared_width, i.height AS declared_height,
@@ -132,6 +142,37 @@ def plain(obj: Any) -> Any:
     return obj
 
 
+@dataclasses.dataclass(frozen=True)
+class DownloadProgress:
+    """How far `download` has got: images in the store, those with any outcome, those with an ok one."""
+
+    images: int
+    tried: int
+    ok: int
+
+    def blocker(self, manifest: str) -> str | None:
+        """Why a stage that reads downloaded images has nothing to work on; None when some image is ok."""
+        download = f"`million-ird download --manifest {manifest}`"
+        if self.images == 0:
+            return f"the store has no images yet; run `million-ird ingest --manifest {manifest} ...` first"
+        if self.ok:
+            return None
+        if self.tried == 0:
+            return (f"no image is downloaded yet ({self.images} in the store, none fetched or verified); run "
+                    f"{download} first (it verifies local folders in place too, copying nothing)")
+        return (f"no image has an ok download outcome ({self.tried} failed, {self.images - self.tried} not tried yet); "
+                f"run {download} (it retries failures up to --retries attempts and verifies local folders in "
+                f"place); `million-ird stats --manifest {manifest}` lists the errors")
+
+    def note(self, manifest: str) -> str | None:
+        """A reminder when some images are ok but others have no download outcome yet; else None."""
+        untried = self.images - self.tried
+        if not self.ok or not untried:
+            return None
+        return (f"note: {untried} of {self.images} images have no download outcome yet; run "
+                f"`million-ird download --manifest {manifest}` to fetch or verify them")
+
+
 class Store:
     """A dataset directory: append-only Parquet tables, files/, runs/, read through DuckDB."""
 
@@ -194,6 +235,11 @@ class Store:
         """Run one SQL statement over the views and return an Arrow table."""
         with self.connect() as con:
             return con.sql(sql, params=params or None).to_arrow_table()
+
+    def download_progress(self) -> DownloadProgress:
+        """Counts of images, images with a download outcome, and images with an ok one."""
+        images, tried, ok = self.query(DOWNLOAD_PROGRESS).to_pylist()[0].values()
+        return DownloadProgress(images=images, tried=tried, ok=ok)
 
     def save_run(self, command: str, run_id: str, config: Any, stats: dict[str, Any]) -> Path:
         """Record the resolved config, stats and code versions of one command under runs/."""

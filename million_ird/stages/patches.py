@@ -110,15 +110,28 @@ class PatchStage(Stage):
         return pa.RecordBatch.from_pylist(rows, schema=PATCHES)
 
 
-def pending(store: Store, cfg: PatchesConfig) -> pa.Table:
-    """ok images at least one patch tall and wide, in the selection if given, with no patch rows yet."""
-    where = ["c.status = 'ok'", "least(c.width, c.height) >= ?", "c.image_id NOT IN (SELECT image_id FROM patches)"]
+def _candidates(cfg: PatchesConfig) -> tuple[list[str], list[object]]:
+    """WHERE terms and parameters for ok images at least one patch tall and wide, in the selection if given."""
+    where = ["c.status = 'ok'", "least(c.width, c.height) >= ?"]
     params: list[object] = [cfg.size]
     if cfg.selection:
         where.append("c.image_id IN (SELECT image_id FROM selections WHERE selection = ?)")
         params.append(cfg.selection)
+    return where, params
+
+
+def pending(store: Store, cfg: PatchesConfig) -> pa.Table:
+    """ok images at least one patch tall and wide, in the selection if given, with no patch rows yet."""
+    where, params = _candidates(cfg)
+    where.append("c.image_id NOT IN (SELECT image_id FROM patches)")
     return store.query(f"SELECT c.image_id, c.path FROM catalog c WHERE {' AND '.join(where)} ORDER BY c.image_id",
                        params)
+
+
+def count_candidates(store: Store, cfg: PatchesConfig) -> int:
+    """How many images `cfg` would cut, counting those already cut (tells "all done" from "none fits")."""
+    where, params = _candidates(cfg)
+    return store.query(f"SELECT count(*) FROM catalog c WHERE {' AND '.join(where)}", params).column(0)[0].as_py()
 
 
 def _batches(table: pa.Table, size: int) -> Iterator[pa.RecordBatch]:
