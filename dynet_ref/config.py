@@ -116,6 +116,9 @@ class TrainConfig:
             raise ConfigError(f"width={self.width}: must be a multiple of 8")
         if self.precision not in ("fp32", "bf16"):
             raise ConfigError(f"precision={self.precision!r}: use fp32 or bf16")
+        for key in ("log_every", "val_every", "ckpt_every", "keep_last"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{key}={getattr(self, key)}: must be at least 1 (use a large number to do it rarely)")
         if self.val_crop is not None and self.val_crop % 16:
             raise ConfigError(f"val_crop={self.val_crop}: must be a multiple of 16 (or null)")
 

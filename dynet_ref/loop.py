@@ -203,19 +203,51 @@ def _truncate_after(path: Path, step: int) -> None:
         tmp.write_text("".join(kept))
 
 
-def _loader(data: StageData, stream: Stream, start: int, stop: int, total: int, ctx: Dist,
-            workers: int) -> DataLoader:
-    sampler = StepSampler(stream, start, stop, ctx.rank, ctx.world, data.n_stages, total)
-    return DataLoader(data.dataset, batch_sampler=sampler, num_workers=workers,
+def _worker_init(_: int) -> None:
+    """One OpenCV thread per loader worker (the workers are the parallelism)."""
+    import cv2
+
+    cv2.setNumThreads(1)
+
+
+def make_loader(dataset: Dataset, stream: Stream, start: int, stop: int, total: int, ctx: Dist, workers: int,
+                n_stages: int = 1) -> DataLoader:
+    """The DataLoader of steps [start, stop): this rank's slice of every global batch, in step order."""
+    sampler = StepSampler(stream, start, stop, ctx.rank, ctx.world, n_stages, total)
+    return DataLoader(dataset, batch_sampler=sampler, num_workers=workers, worker_init_fn=_worker_init if workers else None,
                       multiprocessing_context="spawn" if workers else None, pin_memory=ctx.device.type == "cuda")
 
 
-def _mean_loss(loss: torch.Tensor, ctx: Dist) -> float:
+def prepare_model(model: DyNet) -> DyNet:
+    """Freeze the three reduce_noise_channel_* convs (unused in forward: no gradient, no DDP hook)."""
+    for pname, p in model.named_parameters():
+        p.requires_grad_(not pname.startswith("reduce_noise_channel_"))
+    return model
+
+
+def train_step(model: DyNet, fwd: nn.Module, optimizer: torch.optim.Optimizer, batch: tuple[torch.Tensor, torch.Tensor],
+               scfg: StageConfig, grad_clip: float, bf16: bool) -> torch.Tensor:
+    """One optimiser step: forward (bf16 autocast on CUDA if asked), L1 (on the clamped output if the stage
+    says so), backward, optional clipping; returns the detached loss (no device sync)."""
+    inp, target = batch
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
+        out = fwd(inp)
+    out = out.float().clamp(0, 1) if scfg.clamp_output else out.float()
+    loss = F.l1_loss(out, target)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], grad_clip)
+    optimizer.step()
+    return loss.detach()
+
+
+def _mean_loss(loss: torch.Tensor, ctx: Dist) -> torch.Tensor:
     if ctx.world > 1:
-        loss = loss.detach().clone()
+        loss = loss.clone()
         dist.all_reduce(loss)
         loss /= ctx.world
-    return float(loss.detach())
+    return loss
 
 
 def run_stage(name: str, cfg: TrainConfig, data: StageData, model: DyNet, folder: RunFolder, ctx: Dist,
@@ -225,8 +257,7 @@ def run_stage(name: str, cfg: TrainConfig, data: StageData, model: DyNet, folder
     stream = Stream(scfg, data.epoch_size)
     total = total_steps(scfg, stream)
     model.to(ctx.device)
-    for pname, p in model.named_parameters():
-        p.requires_grad_(not pname.startswith("reduce_noise_channel_"))  # unused in forward: no DDP hook
+    prepare_model(model)
     optimizer = make_optimizer(model, scfg)
     resumed = folder.resume(model)
     if resumed is None and init is not None:
@@ -240,6 +271,11 @@ def run_stage(name: str, cfg: TrainConfig, data: StageData, model: DyNet, folder
             ema.model.load_state_dict(resumed.state["ema"])
         torch.set_rng_state(resumed.state["torch_rng"])
     stop = total if max_steps is None else min(total, max_steps)
+    if scfg.schedule == "warmup_cosine" and stream.steps_for(scfg.cosine_epochs) < total and ctx.main:
+        log.warning("%s: the cosine schedule reaches lr 0 at step %d of %d (cosine_epochs=%g < the budget); "
+                    "set %s.cosine_epochs to at least the budget to train at lr > 0 throughout", name,
+                    stream.steps_for(scfg.cosine_epochs), total, scfg.cosine_epochs, name)
+    torch.backends.cudnn.benchmark = ctx.device.type == "cuda"
     result = StageResult(name, start, total, 0.0, 0, folder=folder.root)
     if start >= stop:
         result.final = folder.final if folder.final.exists() else None
@@ -267,35 +303,29 @@ def run_stage(name: str, cfg: TrainConfig, data: StageData, model: DyNet, folder
             result.first_val.setdefault(variant, psnrs)
             result.last_val[variant] = psnrs
 
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
     started = time.time()
     model.train()
     if start == 0:
         run_validation(0)
     bar = tqdm(total=total, initial=start, desc=name, unit="it", disable=not ctx.main, dynamic_ncols=True)
-    step = start
-    for inp, target in _loader(data, stream, start, stop, total, ctx, cfg.workers):
+    step, pending = start, []
+    for inp, target in make_loader(data.dataset, stream, start, stop, total, ctx, cfg.workers, data.n_stages):
         variant = variant_at(scfg, cfg.seed, step)
         model.set_variant(variant)
         lr = lr_at(scfg, stream, step)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        inp, target = inp.to(ctx.device, non_blocking=True), target.to(ctx.device, non_blocking=True)
-        with autocast:
-            out = fwd(inp)
-        out = out.float().clamp(0, 1) if scfg.clamp_output else out.float()
-        loss = F.l1_loss(out, target)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.grad_clip)
-        optimizer.step()
+        batch = inp.to(ctx.device, non_blocking=True), target.to(ctx.device, non_blocking=True)
+        loss = train_step(model, fwd, optimizer, batch, scfg, cfg.grad_clip, cfg.precision == "bf16")
         if ema is not None:
             ema.update(model)
         step += 1
-        logs.step(step, stream.epoch(step), variant, _mean_loss(loss, ctx), lr, time.time() - started)
+        pending.append((step, stream.epoch(step), variant, _mean_loss(loss, ctx), lr, time.time() - started))
         bar.update(1)
-        if step % cfg.log_every == 0 or step == stop:
+        if step % cfg.log_every == 0 or step == stop:  # one device sync per log interval, every step logged
+            for row in pending:
+                logs.step(*row[:3], float(row[3]), *row[4:])
+            pending = []
             bar.set_postfix(logs.postfix(), refresh=False)
         if step % cfg.val_every == 0 or step == total:
             run_validation(step)

@@ -86,7 +86,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--val-every", type=int, help="Validate every N steps [default: 5000].")
     p.add_argument("--ckpt-every", type=int, help="Checkpoint every N steps [default: 5000].")
     p.add_argument("--print-config", action="store_true", help="Print the resolved config and exit.")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded in run.json
+    return args
 
 
 def resolve_config(args: argparse.Namespace, stores: list[Store]) -> tuple[TrainConfig, list[str]]:
@@ -192,7 +194,7 @@ def train_stage(name: str, cfg: TrainConfig, stores: list[Store], out: Path, ctx
     torch.manual_seed(cfg.seed)
     model = DyNet("L", width=cfg.width)
     if ctx.main:
-        record = {"command": " ".join(["python -m dynet_ref.train", *(sys.argv[1:] if args.argv is None else args.argv)]),
+        record = {"command": " ".join(["python -m dynet_ref.train", *map(str, args.argv)]),
                   "stage": name, "stores": [str(s.root) for s in stores], "config": plain(cfg),
                   "config_sources": sources, "init": str(init) if init else None,
                   "data_fingerprint": data.fingerprint, "started_at": utc_now().isoformat()}
@@ -276,7 +278,6 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of `python -m dynet_ref.train`."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
-    args.argv = argv
     try:
         results = run(args)
     except (DataError, ConfigError, CheckpointError, DegradationError) as err:
