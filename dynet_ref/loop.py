@@ -12,6 +12,7 @@ import csv
 import logging
 import math
 import time
+from array import array
 from collections import defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -144,7 +145,7 @@ class Logs:
     def __init__(self, folder: Path, start: int, enabled: bool) -> None:
         self.enabled = enabled
         self.recent: dict[str, deque] = defaultdict(lambda: deque(maxlen=LOSS_WINDOW))
-        self.first: dict[str, list[float]] = defaultdict(list)
+        self.losses: dict[str, array] = defaultdict(lambda: array("f"))  # this run's losses, for the summary
         if not enabled:
             return
         folder.mkdir(parents=True, exist_ok=True)
@@ -162,8 +163,7 @@ class Logs:
     def step(self, step: int, epoch: float, variant: str, loss: float, lr: float, seconds: float) -> None:
         """Record one optimiser step."""
         self.recent[variant].append(loss)
-        if len(self.first[variant]) < LOSS_WINDOW:
-            self.first[variant].append(loss)
+        self.losses[variant].append(loss)
         if self.enabled:
             self.writer.writerow((step, f"{epoch:.5f}", variant, f"{loss:.6f}", f"{lr:.3e}", f"{seconds:.2f}"))
             self.tb.add_scalar(f"loss/{variant}", loss, step)
@@ -181,6 +181,14 @@ class Logs:
             for name, value in psnrs.items():
                 writer.writerow((step, variant, name, f"{value:.4f}"))
                 self.tb.add_scalar(f"val_psnr/{variant}/{name}", value, step)
+
+    def first_last(self) -> tuple[dict[str, float], dict[str, float]]:
+        """Mean loss per variant over the first and the last min(20, n // 2) steps of this run."""
+        first, last = {}, {}
+        for v, values in self.losses.items():
+            k = max(1, min(LOSS_WINDOW, len(values) // 2))
+            first[v], last[v] = sum(values[:k]) / k, sum(values[-k:]) / k
+        return first, last
 
     def postfix(self) -> dict[str, str]:
         """Running mean loss per variant for the progress bar."""
@@ -339,7 +347,6 @@ def run_stage(name: str, cfg: TrainConfig, data: StageData, model: DyNet, folder
     if ctx.world > 1:
         dist.barrier()
     result.step, result.steps_run, result.seconds = step, step - start, time.time() - started
-    result.first_loss = {v: sum(q) / len(q) for v, q in logs.first.items() if q}
-    result.last_loss = {v: sum(q) / len(q) for v, q in logs.recent.items() if q}
+    result.first_loss, result.last_loss = logs.first_last()
     result.final = folder.final if folder.final.exists() else None
     return result
