@@ -142,8 +142,9 @@ class NimaMetric(Metric):
 
     @property
     def params_sha256(self) -> str:
-        """sha256 of the weights file."""
-        self.setup()
+        """sha256 of the weights file (hashed without building the network; raises NimaUnavailable without weights)."""
+        if not self._sha:
+            self._sha = hashlib.sha256(resolve_weights(self.options.nima_weights).read_bytes()).hexdigest()
         return self._sha
 
     def score(self, img: np.ndarray) -> float:

@@ -18,6 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from tqdm import tqdm
 
 from million_ird import iqa
@@ -108,7 +109,7 @@ class ScoreStage(Stage):
             m.setup()
 
     def describe(self) -> tuple[str, str, str]:
-        """(metrics, scorer_version, params_sha256) strings stored with every row."""
+        """(metrics, scorer_version, params_sha256) stored with every row: per-metric lists `pending` reads back."""
         names = ",".join(m.name for m in self.metrics)
         version = ",".join(m.full_version for m in self.metrics)
         sha = ",".join(f"{m.name}:{m.params_sha256}" for m in self.metrics)
@@ -190,26 +191,53 @@ def usable_metrics(cfg: ScoreConfig) -> tuple[tuple[str, ...], dict[str, str]]:
     return tuple(keep), skipped
 
 
-def pending(store: Store, metrics: tuple[str, ...], versions: list[str], retry_errors: bool) -> pa.Table:
-    """Ok images (image_id, absolute path) lacking a score for any of `metrics`.
+# Per-metric fingerprints (see `pending`): `metrics` is the comma list of the metrics a row carries,
+# `scorer_version` the comma list of their full versions in the same order, `params_sha256` the comma
+# list of `<metric>:<sha256>` entries. A row written by any version of this stage has that shape.
+_SPLIT = """string_split(metrics, ',') AS names, string_split(scorer_version, ',') AS versions,
+            string_split(params_sha256, ',') AS shas"""
 
-    Images whose earlier attempt by the same metric versions ended in an error row are left out
-    (errors such as "too small" or "undecodable" are deterministic) unless `retry_errors`.
+
+def fingerprints(metrics: list[iqa.Metric]) -> dict[str, tuple[str, str]]:
+    """Metric name -> (full version, parameter sha256): what a row must carry for that metric to count as done."""
+    return {m.name: (m.full_version, m.params_sha256) for m in metrics}
+
+
+def pending(store: Store, fingerprint: dict[str, tuple[str, str]], retry_errors: bool) -> pa.Table:
+    """Ok images (image_id, absolute path, due) with at least one metric still to score; `due` lists those metrics.
+
+    A metric is done for an image when a successful row carries a value for it with the same
+    version (the entry at the metric's place in `scorer_version`) and the same parameter file
+    (`<metric>:<sha256>` in `params_sha256`); a row with another version or parameter file, or without
+    fingerprint columns, does not count. A metric whose earlier attempt at the same version ended in
+    an error row is not retried (errors such as "too small" or "undecodable" are deterministic)
+    unless `retry_errors`. Metric order follows `fingerprint`.
     """
-    covered = " AND ".join(f"bool_or({m} IS NOT NULL)" for m in metrics if m in ("niqe", "brisque", "nima")) or "false"
-    same = " AND ".join("contains(scorer_version, ?)" for _ in versions) or "true"
-    failed = "" if retry_errors else (
-        f"AND c.image_id NOT IN (SELECT image_id FROM scores WHERE error IS NOT NULL AND {same})")
+    names = [m for m in fingerprint if m in SCORES.names]
+    if not names:
+        raise ValueError(f"no metric of {list(fingerprint)} has a column in the scores table")
+    state, due, params = [], [], []
+    for m in names:  # names are scores columns (validated above), safe to interpolate
+        version, sha = fingerprint[m]
+        at = f"versions[list_position(names, '{m}')]"
+        state.append(f"bool_or(ok AND {m} IS NOT NULL AND {at} = ? AND list_contains(shas, ?)) AS done_{m}")
+        state.append(f"bool_or(NOT ok AND {at} = ?) AS failed_{m}")
+        params += [version, f"{m}:{sha}", version]
+        blocked = "false" if retry_errors else f"coalesce(failed_{m}, false)"
+        due.append(f"CASE WHEN NOT coalesce(done_{m}, false) AND NOT {blocked} THEN '{m}' END")
     sql = f"""
-        SELECT c.image_id, c.path FROM catalog c
-        WHERE c.status = 'ok' AND c.path IS NOT NULL
-          AND c.image_id NOT IN (SELECT image_id FROM scores WHERE error IS NULL
-                                 GROUP BY image_id HAVING {covered})
-          {failed}
-        ORDER BY c.image_id"""
-    table = store.query(sql, [] if retry_errors else list(versions))
+        WITH s AS (SELECT image_id, error IS NULL AS ok, {", ".join(names)}, {_SPLIT} FROM scores),
+             state AS (SELECT image_id, {", ".join(state)} FROM s GROUP BY image_id)
+        SELECT image_id, path, due FROM (
+            SELECT c.image_id, c.path, concat_ws(',', {", ".join(due)}) AS due
+            FROM catalog c LEFT JOIN state USING (image_id)
+            WHERE c.status = 'ok' AND c.path IS NOT NULL)
+        WHERE due <> ''
+        ORDER BY image_id"""
+    table = store.query(sql, params)
     paths = [p if Path(p).is_absolute() else str(store.root / p) for p in table.column("path").to_pylist()]
-    return pa.table({"image_id": table.column("image_id"), "path": pa.array(paths, pa.string())})
+    return pa.table({"image_id": table.column("image_id"), "path": pa.array(paths, pa.string()),
+                     "due": table.column("due")})
 
 
 def _summary(results: list[pa.Table]) -> dict:
@@ -246,28 +274,36 @@ def run_score(store: Store, cfg: ScoreConfig, run_id: str | None = None, progres
         log.warning("NIMA on %s: using one worker (a CUDA model is not shared across processes)", cfg.device)
         workers = 1
     run_cfg = replace(cfg, metrics=metrics, workers=workers)
-    stage = ScoreStage(run_cfg, run_id)
     probe = ScoreStage(run_cfg, run_id)
     probe.build()
-    todo = pending(store, metrics, [m.full_version for m in probe.metrics], cfg.retry_errors)
+    todo = pending(store, fingerprints(probe.metrics), cfg.retry_errors)
     if cfg.limit is not None:
         todo = todo.slice(0, cfg.limit)
     stats["pending"] = todo.num_rows
-    batches = todo.to_batches(max_chunksize=max(1, cfg.images_per_task))
+    due = [set(d.split(",")) for d in todo.column("due").to_pylist()]
+    stats["due"] = ",".join(f"{m}:{sum(m in d for d in due)}" for m in metrics)
+    stats.update(_summary(_score_groups(store, run_cfg, run_id, todo, progress)))
+    store.save_run("score", run_id, run_cfg, stats)
+    return stats
+
+
+def _score_groups(store: Store, cfg: ScoreConfig, run_id: str, todo: pa.Table, progress: bool) -> list[pa.Table]:
+    """Score `todo` with one stage per set of due metrics (only those are computed); returns the tables written."""
     results: list[pa.Table] = []
     buffer: list[pa.RecordBatch] = []
     with tqdm(total=todo.num_rows, desc="score", unit="img", disable=not progress) as bar:
-        for out in run_stage(stage, batches, workers):
-            buffer.append(out)
-            bar.update(out.num_rows)
-            if sum(b.num_rows for b in buffer) >= cfg.rows_per_part:
-                results.append(_flush(store, buffer, run_id))
-                buffer = []
+        for group in dict.fromkeys(todo.column("due").to_pylist()):  # first-seen order: deterministic
+            rows = todo.filter(pc.equal(todo.column("due"), group)).select(["image_id", "path"])
+            stage = ScoreStage(replace(cfg, metrics=tuple(group.split(","))), run_id)
+            for out in run_stage(stage, rows.to_batches(max_chunksize=max(1, cfg.images_per_task)), cfg.workers):
+                buffer.append(out)
+                bar.update(out.num_rows)
+                if sum(b.num_rows for b in buffer) >= cfg.rows_per_part:
+                    results.append(_flush(store, buffer, run_id))
+                    buffer = []
         if buffer:
             results.append(_flush(store, buffer, run_id))
-    stats.update(_summary(results))
-    store.save_run("score", run_id, run_cfg, stats)
-    return stats
+    return results
 
 
 def _flush(store: Store, buffer: list[pa.RecordBatch], run_id: str) -> pa.Table:
