@@ -15,7 +15,7 @@ import duckdb
 import pyarrow as pa
 import typer
 
-from million_ird.cli_common import Manifest, existing_store, fail
+from million_ird.cli_common import Manifest, existing_store, fail, writes_store
 from million_ird.cli_iqa import register as register_iqa
 from million_ird.cli_splits import register as register_splits
 from million_ird.report import format_table
@@ -32,6 +32,7 @@ def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log prog
 
 
 @app.command()
+@writes_store(creates=True)
 def ingest(
     manifest: Manifest,
     parquet: Annotated[list[Path] | None, typer.Option(help="LAION-HR-style Parquet metadata file(s).")] = None,
@@ -68,6 +69,7 @@ def ingest(
 
 
 @app.command()
+@writes_store()
 def download(
     manifest: Manifest,
     processes: Annotated[int, typer.Option(help="img2dataset worker processes.")] = 1,
@@ -94,6 +96,7 @@ def download(
 
 
 @app.command()
+@writes_store()
 def patches(
     manifest: Manifest,
     selection: Annotated[str | None, typer.Option(help="Only images in selections/NAME (from `filter --name NAME`) [default: every ok image].")] = None,
@@ -185,6 +188,12 @@ def stats(
         typer.echo(format_table([{"error": (r["error"] or "")[:100], "rows": r["n"]} for r in result["top_errors"]]))
 
 
+def _demo_root(out: Path | None) -> Path:
+    from million_ird.demo import demo_root
+
+    return demo_root(out)
+
+
 DEMO_STEPS = (
     ("score", "--metrics", "niqe,brisque"),
     ("filter", "--niqe", "5", "--brisque", "35", "--min-side", "256", "--name", "demo", "--replace"),
@@ -195,6 +204,7 @@ DEMO_STEPS = (
 
 
 @app.command()
+@writes_store(lambda params: _demo_root(params["out"]), creates=True)
 def demo(
     out: Annotated[Path | None, typer.Option(help="Where to build the demo dataset store [default: manifests/demo/store "
                                              "in the source checkout, where `python -m dynet_ref.train --data "

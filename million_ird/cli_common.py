@@ -1,15 +1,26 @@
-"""Pieces every `million-ird` command module shares: the --manifest option and one-line errors."""
+"""Pieces every `million-ird` command module shares: --manifest, one-line errors, the store lock (--wait)."""
 
 from __future__ import annotations
 
+import functools
+import inspect
+import shlex
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn, TypeVar
 
+import click
 import typer
 
-from million_ird.store import Store
+from million_ird.lock import LockError, StoreLock, store_lock
+from million_ird.store import Store, StoreError
 
 Manifest = Annotated[Path, typer.Option("--manifest", "-m", help="Dataset directory (the store).")]
+Wait = Annotated[bool, typer.Option("--wait", help="When another writing command holds the store, wait until it "
+                                    "ends instead of stopping with exit 2.")]
+Command = TypeVar("Command", bound=Callable[..., Any])
 
 
 def fail(message: str) -> NoReturn:
@@ -24,3 +35,69 @@ def existing_store(manifest: Path) -> Store:
     if not store.root.is_dir():
         fail(f"{store.root}: no dataset directory here; run `million-ird ingest --manifest DIR ...` first")
     return store
+
+
+def command_line() -> str:
+    """The running command as the lock's holder record shows it: `million-ird SUBCOMMAND ARGS`."""
+    ctx = click.get_current_context(silent=True)
+    names = ctx.command_path.split()[1:] if ctx else []
+    if names and names[0] in sys.argv[1:]:  # this process was started for this command: show its arguments
+        return shlex.join(["million-ird", *sys.argv[1:]])
+    return " ".join(["million-ird", *names])
+
+
+@contextmanager
+def locked_store(manifest: Path, *, wait: bool = False, creates: bool = False) -> Iterator[StoreLock]:
+    """Hold the store lock of `manifest` for the block, or stop with the one-line `in use by pid P` error.
+
+    `creates`: the command may create the store (the folder is made first); otherwise a missing
+    store is the usual `run ingest first` error. With `wait`, one line says what it waits for.
+    """
+    root = Path(manifest).resolve()
+    if creates:
+        root.mkdir(parents=True, exist_ok=True)
+    else:
+        existing_store(root)
+    with ExitStack() as stack:
+        try:
+            lock = stack.enter_context(store_lock(root, wait=wait, on_wait=lambda line: typer.echo(line, err=True),
+                                                  command=command_line()))
+        except LockError as exc:
+            fail(str(exc))
+        yield lock
+
+
+def writes_store(store_of: Callable[[dict[str, Any]], Path] = lambda params: params["manifest"], *,
+                 creates: bool = False,
+                 reads_only: Callable[[dict[str, Any]], bool] | None = None) -> Callable[[Command], Command]:
+    """Decorate a writing command: its whole body runs under the store lock, and it gains `--wait`.
+
+    `store_of(params)` names the store from the command's parameters (it may raise StoreError to
+    refuse one); `creates` as in `locked_store`; `reads_only(params)` true runs the body unlocked
+    (e.g. `filter --dry-run`), since readers never lock.
+    """
+
+    def decorate(fn: Command) -> Command:
+        sig = inspect.signature(fn, eval_str=True)
+        if "wait" in sig.parameters:
+            raise TypeError(f"{fn.__name__} already has a `wait` parameter; writes_store adds --wait itself")
+
+        @functools.wraps(fn)
+        def command(**params: Any) -> Any:
+            wait = params.pop("wait", False)
+            if reads_only is not None and reads_only(params):
+                return fn(**params)
+            try:
+                root = store_of(params)
+            except StoreError as exc:
+                fail(str(exc))
+            with locked_store(root, wait=wait, creates=creates):
+                return fn(**params)
+
+        wait_param = inspect.Parameter("wait", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=Wait)
+        command.__signature__ = sig.replace(parameters=[*sig.parameters.values(), wait_param])  # type: ignore[attr-defined]
+        command.__annotations__ = {**{p.name: p.annotation for p in sig.parameters.values()}, "wait": Wait,
+                                   "return": sig.return_annotation}
+        return command  # type: ignore[return-value]
+
+    return decorate

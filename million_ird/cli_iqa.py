@@ -10,7 +10,7 @@ from typing import Annotated
 import numpy as np
 import typer
 
-from million_ird.cli_common import Manifest, existing_store, fail
+from million_ird.cli_common import Manifest, existing_store, fail, writes_store
 from million_ird.report import format_table
 from million_ird.store import StoreError
 
@@ -143,9 +143,12 @@ def fit_niqe_command(
 
 
 def register(app: typer.Typer) -> None:
-    """Add `score`, `filter` and the `iqa` sub-app (`fit-niqe`) to `app`."""
-    app.command("score")(score_command)
-    app.command("filter")(filter_command)
+    """Add `score`, `filter` (both under the store lock) and the `iqa` sub-app (`fit-niqe`) to `app`.
+
+    `fit-niqe` takes no lock: it reads a folder of images and writes one .npz, knowing no store.
+    """
+    app.command("score")(writes_store()(score_command))
+    app.command("filter")(writes_store(reads_only=lambda params: params["dry_run"])(filter_command))
     iqa_app = typer.Typer(help="IQA model tools.", no_args_is_help=True)
     iqa_app.command("fit-niqe")(fit_niqe_command)
     app.add_typer(iqa_app, name="iqa")

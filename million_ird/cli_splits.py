@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from million_ird import testsets
-from million_ird.cli_common import fail
+from million_ird.cli_common import fail, writes_store
 from million_ird.report import format_table
 from million_ird.stages import splits as S
 from million_ird.store import Store, StoreError, new_run_id
@@ -49,6 +49,7 @@ def register(app: typer.Typer) -> None:
     """Add the `splits` command to `app`."""
 
     @app.command("splits")
+    @writes_store(creates=True)  # --verify and --export write too (a run record, the export folder)
     def splits(
         manifest: Annotated[Path, typer.Option("--manifest", "-m", help="Dataset directory (the store).")],
         recipe: Annotated[str, typer.Option(help="all-in-one (benchmark folders, reference counts) or synthetic "

@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from million_ird.httpserver import LocalServer, Response
+from million_ird.lock import LOCK_NAME
 from million_ird.report import format_table
 from million_ird.sources.common import IngestConfig
 from million_ird.sources.ingest import IngestInputs, ingest
@@ -43,15 +44,27 @@ class DemoConfig:
     sample: Path = SAMPLE
 
 
-def _prepare(cfg: DemoConfig) -> Store:
-    out = cfg.out.resolve()
-    if not (cfg.sample / "photos").is_dir():
-        raise StoreError(f"{cfg.sample}/photos: demo sample not found; run the demo from a source checkout "
+def demo_root(out: Path | None, sample: Path = SAMPLE) -> Path:
+    """Where the demo store goes (checked, nothing written): refuses a folder that is not a demo store."""
+    root = (out or DEFAULT_OUT).resolve()
+    if not (sample / "photos").is_dir():
+        raise StoreError(f"{sample}/photos: demo sample not found; run the demo from a source checkout "
                          "installed with `pip install -e .`")
-    if out.exists() and any(out.iterdir()) and not (out / MARKER).exists():
-        raise StoreError(f"{out} exists and is not a demo store; pass --out to a new or empty folder")
+    if root.exists() and any(p.name != LOCK_NAME for p in root.iterdir()) and not (root / MARKER).exists():
+        raise StoreError(f"{root} exists and is not a demo store; pass --out to a new or empty folder")
+    return root
+
+
+def _prepare(cfg: DemoConfig) -> Store:
+    out = demo_root(cfg.out, cfg.sample)
     if cfg.fresh and out.exists():
-        shutil.rmtree(out)
+        for child in out.iterdir():
+            if child.name == LOCK_NAME:  # the CLI holds it: removing it would let a second writer in
+                continue
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
     out.mkdir(parents=True, exist_ok=True)
     (out / MARKER).write_text("created by `million-ird demo`; safe to delete\n")
     return Store(out)

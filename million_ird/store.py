@@ -20,11 +20,13 @@ import pyarrow.parquet as pq
 
 from million_ird import __version__
 from million_ird.atomic import TMP_PREFIX, atomic_path
+from million_ird.lock import assert_held
 from million_ird.schema import SCHEMAS, SELECTIONS
 
 log = logging.getLogger(__name__)
 
 PART_GLOB = "part-*.parquet"
+TRAINING_DIR = "training"  # dynet_ref.train run folders (not under the store lock)
 # libraries whose version can change the bytes or numbers a stage writes
 RECORDED_DISTRIBUTIONS = ("duckdb", "pyarrow", "img2dataset", "numpy", "opencv-python-headless", "pillow",
                           "scipy", "torch")
@@ -200,12 +202,18 @@ class Store:
         return write_parquet_atomic(data, self.root / table / name)
 
     def clean_temp(self) -> int:
-        """Remove temp files a killed writer left behind; returns how many were removed."""
+        """Remove temp files a killed writer left behind; returns how many were removed.
+
+        Only under the store lock (`million_ird.lock.store_lock`): no other writer is alive then, so
+        every temp file is a dead one's.
+        """
         removed = 0
         if not self.root.exists():
             return 0
+        assert_held(self.root, "Store.clean_temp")
         for tmp in self.root.rglob(f"{TMP_PREFIX}*"):
-            if tmp.is_file():
+            # training/ belongs to `python -m dynet_ref.train`, which may be writing a checkpoint right now
+            if tmp.is_file() and tmp.relative_to(self.root).parts[0] != TRAINING_DIR:
                 tmp.unlink()
                 removed += 1
         return removed

@@ -25,6 +25,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
+from million_ird.lock import assert_held, store_lock
 from million_ird.schema import DOWNLOADS
 from million_ird.stages.verify import DEFAULT_MAX_PIXELS, Verified, verify_file
 from million_ird.store import Store, StoreError, new_run_id, utc_now
@@ -139,7 +140,11 @@ def start_early_verifications(store: Store, out: Path, run_id: str, cfg: Downloa
 
 
 def recover_killed_runs(store: Store, cfg: DownloadConfig, pool: ThreadPoolExecutor) -> int:
-    """Harvest finished shards of killed runs (rows not yet ok), then delete their work folders."""
+    """Harvest finished shards of killed runs (rows not yet ok), then delete their work folders.
+
+    Only under the store lock: then no other download is alive, so every work folder is a dead run's.
+    """
+    assert_held(store.root, "download's killed-run recovery")
     recovered = 0
     work = store.root / WORK
     for run_dir in sorted(p for p in work.glob("*") if p.is_dir()):
@@ -224,7 +229,12 @@ def verify_local(store: Store, todo: pa.Table, run_id: str, cfg: DownloadConfig,
 
 
 def download(store: Store, cfg: DownloadConfig) -> dict:
-    """Fetch and verify every image without an ok outcome; returns the run's counts."""
+    """Fetch and verify every image without an ok outcome; returns the run's counts (holds the store lock)."""
+    with store_lock(store.root):  # re-entrant: a no-op under the CLI's lock, the guard for library callers
+        return _download(store, cfg)
+
+
+def _download(store: Store, cfg: DownloadConfig) -> dict:
     store.clean_temp()
     run_id = new_run_id("download")
     started = time.time()

@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from million_ird.atomic import atomic_path
 from million_ird.flat import CELL, GRADIENT_VARIANCE, flat_ratio
+from million_ird.lock import store_lock
 from million_ird.runner import run_stage
 from million_ird.schema import PATCHES
 from million_ird.stages.base import Stage
@@ -140,10 +141,15 @@ def _batches(table: pa.Table, size: int) -> Iterator[pa.RecordBatch]:
 
 
 def run_patches(store: Store, cfg: PatchesConfig) -> dict:
-    """Cut every pending image; appends patch rows per batch so an interrupted run resumes."""
+    """Cut every pending image; appends patch rows per batch so an interrupted run resumes (holds the store lock)."""
     if cfg.selection and not (store.root / "selections" / cfg.selection).is_dir():
         raise StoreError(f"no selection {cfg.selection!r} in {store.root}/selections; "
                          "run `million-ird filter --name NAME` first or drop --selection")
+    with store_lock(store.root):  # re-entrant: a no-op under the CLI's lock, the guard for library callers
+        return _run_patches(store, cfg)
+
+
+def _run_patches(store: Store, cfg: PatchesConfig) -> dict:
     store.clean_temp()
     run_id = new_run_id("patches")
     started = time.time()
