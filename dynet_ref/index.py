@@ -18,11 +18,11 @@ import cv2
 import numpy as np
 
 import degradations
-from million_ird.store import Store
+from million_ird.store import TRAINING_DIR, Store
 
 MARKERS = ("patches", "pairs", "images")
 SEARCH_DEPTH = 3
-SKIP_DIRS = {"files", "runs", "training", "exports", "selections", "_work", "inputs", ".git"}
+SKIP_DIRS = {"files", "runs", TRAINING_DIR, "exports", "selections", "_work", "inputs", ".git"}
 
 
 class DataError(ValueError):

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+import yaml
 
 from degradations.registry import DegradationError
 from dynet_ref.checkpoints import CheckpointError, load_into, load_state_dict
@@ -42,7 +43,7 @@ from dynet_ref.model import DyNet
 from dynet_ref.runstate import RunFolder
 from dynet_ref.validation import holdout_pairs, holdout_patches, pair_samples, patch_samples
 from million_ird.report import format_table
-from million_ird.store import Store, utc_now, write_json_atomic
+from million_ird.store import TRAINING_DIR, Store, utc_now, write_json_atomic
 
 log = logging.getLogger(__name__)
 STORE_CONFIG = "train.yaml"
@@ -226,12 +227,12 @@ def run(args: argparse.Namespace) -> list[StageResult]:
     stores = find_stores(args.data)
     cfg, sources = resolve_config(args, stores)
     if args.print_config:
-        print(yaml_dump(plain(cfg)))
+        print(yaml.safe_dump(plain(cfg), sort_keys=False))
         return []
     if args.init is not None and args.stage != "finetune":
         raise ConfigError("--init is for --stage finetune (with --stage all, fine-tuning starts from pre-training)")
     ctx = start_distributed(cfg)
-    out = (args.out or stores[0].root / "training" / "default").resolve()
+    out = (args.out or stores[0].root / TRAINING_DIR / "default").resolve()
     results: list[StageResult] = []
     for name in (STAGES if args.stage == "all" else (args.stage,)):
         init = args.init
@@ -246,13 +247,6 @@ def run(args: argparse.Namespace) -> list[StageResult]:
     if ctx.world > 1:
         dist.destroy_process_group()
     return results
-
-
-def yaml_dump(values: dict) -> str:
-    """The resolved config as YAML text."""
-    import yaml
-
-    return yaml.safe_dump(values, sort_keys=False)
 
 
 def report(results: list[StageResult], args: argparse.Namespace) -> None:
