@@ -1,4 +1,21 @@
-"""Flat-region detector for the patch filter (spec: ../shared/specs/degradations.md, "Flat-region detector")."""
+"""Flat-region detector for the patch filter (spec: ../shared/specs/degradations.md, "Flat-region detector").
+
+A cell is flat when the variance of its Sobel gradient magnitude is below `threshold` (0-255 intensities).
+The gradient is taken on a cleaned copy of the grayscale patch so that texture living in isolated pixels
+does not count as texture:
+
+1. despeckle: each pixel is clamped into the [min, max] of the 16 pixels on the 5x5 ring around it. A bright
+   or dark speck of up to 3x3 px (stars, salt-and-pepper, hot pixels) is surrounded by background on that ring
+   and disappears; an edge, a line of any width or dense texture crosses the ring, so it is left alone (only
+   the most extreme pixel of a random texture is shaved to its neighbourhood's range);
+2. a Gaussian blur of sigma 0.8 px removes the near-Nyquist patterns (periods 2-4 px) of ordered (Bayer)
+   dithering, which keep the local mean of the smooth gradient they encode; texture with a period of 3 px
+   or more (std 20) keeps enough contrast to stay above the threshold (sigma 0.9 already loses 3-px stripes,
+   sigma 0.7 keeps some Bayer-dithered cells textured).
+
+Without step 1 a ramp with 0.2% white pixels or a starfield wallpaper scores ~0; without step 2 an
+8-level Bayer-dithered ramp scores 0 (every cell "textured").
+"""
 
 from __future__ import annotations
 
@@ -7,28 +24,58 @@ import numpy as np
 
 CELL = 64
 GRADIENT_VARIANCE = 150.0
+DESPECKLE_RING = 5  # side of the square ring used to clamp isolated specks (specks up to RING-2 px wide vanish)
+DITHER_SIGMA = 0.8  # Gaussian sigma (px) applied before the Sobel gradient
+
+_RING = np.ones((DESPECKLE_RING, DESPECKLE_RING), np.uint8)
+_RING[1:-1, 1:-1] = 0
 
 
 def gray_u8(image: np.ndarray) -> np.ndarray:
-    """Grayscale on 0-255 intensities from uint8/uint16, gray/RGB/RGBA input."""
-    img = image
-    if img.dtype == np.uint16:
-        img = (img.astype(np.float32) / 257.0)
-    if img.ndim == 3:
-        img = img[..., :3].astype(np.float32)
-        img = img @ np.array([0.299, 0.587, 0.114], np.float32)
-    return img.astype(np.float32)
+    """Grayscale on 0-255 intensities (float32) from uint8/uint16, gray/RGB/RGBA input."""
+    return _gray(image).astype(np.float32)
+
+
+def _gray(image: np.ndarray) -> np.ndarray:
+    """Grayscale (0.299 R + 0.587 G + 0.114 B): uint8 for uint8 input (rounded), else float32 on 0-255."""
+    img = image[..., :3] if image.ndim == 3 else image
+    if img.dtype != np.uint8:
+        img = img.astype(np.float32)
+        if image.dtype == np.uint16:
+            img *= np.float32(1 / 257.0)
+    if img.ndim == 2:
+        return img
+    if img.strides[-1] < 0:  # an RGB view of a BGR array (patches.py passes patch[..., ::-1]): no copy
+        return cv2.cvtColor(img[..., ::-1], cv2.COLOR_BGR2GRAY)
+    return cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_RGB2GRAY)
+
+
+def cleaned_gray(image: np.ndarray) -> np.ndarray:
+    """Grayscale with isolated specks clamped away and dither checkerboards blurred (what the gradient sees)."""
+    gray = _gray(image)
+    if np.shares_memory(gray, image) or not gray.flags.c_contiguous:  # 2-D input: never clamp the caller's pixels
+        gray = gray.copy()
+    hi = cv2.dilate(gray, _RING, borderType=cv2.BORDER_REFLECT)
+    lo = cv2.erode(gray, _RING, borderType=cv2.BORDER_REFLECT)
+    np.minimum(gray, hi, out=gray)
+    np.maximum(gray, lo, out=gray)
+    return cv2.GaussianBlur(gray.astype(np.float32, copy=False), (0, 0), DITHER_SIGMA)
 
 
 def flat_ratio(patch: np.ndarray, cell: int = CELL, threshold: float = GRADIENT_VARIANCE) -> float:
-    """Fraction of `cell`-sized cells whose Sobel gradient-magnitude variance is below `threshold`."""
-    gray = gray_u8(patch)
+    """Fraction of `cell`-sized cells whose Sobel gradient-magnitude variance is below `threshold`.
+
+    The gradient is measured on `cleaned_gray(patch)`, so sparse dots and ordered dithering on a smooth
+    gradient read as flat while edges and fine texture do not.
+    """
+    gray = cleaned_gray(patch)
+    rows, cols = gray.shape[0] // cell, gray.shape[1] // cell
+    if rows == 0 or cols == 0:
+        raise ValueError(f"patch {gray.shape} is smaller than one {cell}-px cell")
     gx = cv2.Sobel(gray, cv2.CV_32F, 1, 0, ksize=3)
     gy = cv2.Sobel(gray, cv2.CV_32F, 0, 1, ksize=3)
-    mag = cv2.magnitude(gx, gy)
-    rows, cols = mag.shape[0] // cell, mag.shape[1] // cell
-    if rows == 0 or cols == 0:
-        raise ValueError(f"patch {mag.shape} is smaller than one {cell}-px cell")
-    cells = mag[: rows * cell, : cols * cell].reshape(rows, cell, cols, cell).astype(np.float64)
-    variance = cells.var(axis=(1, 3))
+    mag = cv2.magnitude(gx, gy)[: rows * cell, : cols * cell].reshape(rows, cell, cols, cell)
+    n = cell * cell
+    mean = mag.sum(axis=(1, 3), dtype=np.float64) / n
+    variance = np.square(mag).sum(axis=(1, 3), dtype=np.float64) / n - mean * mean
     return float((variance < threshold).mean())
