@@ -12,8 +12,6 @@ YAML: top-level keys are `TrainConfig` fields; `pretrain:`, `finetune:` and `cor
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +19,7 @@ from typing import Any
 import yaml
 
 from degradations.recipes import PretrainConfig
+from million_ird.store import plain
 
 STAGES = ("pretrain", "finetune")
 TASKS = ("denoise", "derain", "dehaze")
@@ -133,20 +132,6 @@ class TrainConfig:
         if name == "pretrain":
             fields["corruption"] = plain(self.corruption)
         return fields
-
-
-def plain(obj: Any) -> Any:
-    """Dataclasses and tuples as JSON-ready dicts and lists."""
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, (list, tuple)):
-        return [plain(v) for v in obj]
-    return obj
-
-
-def digest(obj: Any) -> str:
-    """Short sha256 of a JSON-able value (sorted keys)."""
-    return hashlib.sha256(json.dumps(plain(obj), sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _tupled(value: Any) -> Any:

@@ -78,11 +78,7 @@ class Stream:
     def steps_for(self, epochs: float) -> int:
         """Number of steps until `epochs` passes are consumed."""
         target = epochs * self.epoch_size
-        ph = self.phases[-1]
-        for cand in reversed(self.phases):
-            if cand.position < target or cand is self.phases[0]:
-                ph = cand
-                break
+        ph = next((p for p in reversed(self.phases) if p.position < target), self.phases[0])
         return ph.first_step + max(0, math.ceil((target - ph.position) / ph.batch))
 
 

@@ -49,7 +49,7 @@ from degradations.registry import DegradationError
 from dynet_ref.index import DataError, PairRow, degraded_of, find_stores, read_pairs, read_rgb8
 from dynet_ref.metrics import center_crop_multiple, psnr, rgb_to_y, ssim
 from dynet_ref.model import VARIANTS, to_channels_last
-from dynet_ref.restore import restore_tensor, to_tensor
+from dynet_ref.restore import parse_inference_args, restore_tensor, to_tensor
 from million_ird.atomic import atomic_path
 from million_ird.stages.splits import file_sha256, pixels_sha256
 
@@ -367,13 +367,7 @@ def main(argv: list[str] | None = None) -> int:
     """CLI entry point; returns 2 (after one `error:` line) when the data, checkpoint or flags are wrong."""
     from dynet_ref.checkpoints import CheckpointError, load_model
 
-    parser = _parser()
-    args = parser.parse_args(argv)
-    if args.tile is not None and args.tile < 8:
-        parser.error(f"--tile {args.tile}: use at least 8 pixels (e.g. 256), or leave it out")
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parse_inference_args(_parser(), argv)
     protocol = Protocol(crop_multiple=None if args.pad else CROP_MULTIPLE, y_channel=args.y_channel)
     try:
         variants = _variants(args.variant)

@@ -13,8 +13,7 @@ import logging
 import math
 import time
 from array import array
-from collections import defaultdict, deque
-from collections.abc import Callable
+from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,8 +26,8 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 import degradations
-from dynet_ref.checkpoints import save_checkpoint
-from dynet_ref.config import StageConfig, TrainConfig, digest
+from dynet_ref.checkpoints import config_hash, save_checkpoint
+from dynet_ref.config import StageConfig, TrainConfig
 from dynet_ref.data import StepSampler, Stream
 from dynet_ref.model import DyNet
 from dynet_ref.runstate import RunFolder
@@ -144,7 +143,6 @@ class Logs:
 
     def __init__(self, folder: Path, start: int, enabled: bool) -> None:
         self.enabled = enabled
-        self.recent: dict[str, deque] = defaultdict(lambda: deque(maxlen=LOSS_WINDOW))
         self.losses: dict[str, array] = defaultdict(lambda: array("f"))  # this run's losses, for the summary
         if not enabled:
             return
@@ -162,7 +160,6 @@ class Logs:
 
     def step(self, step: int, epoch: float, variant: str, loss: float, lr: float, seconds: float) -> None:
         """Record one optimiser step."""
-        self.recent[variant].append(loss)
         self.losses[variant].append(loss)
         if self.enabled:
             self.writer.writerow((step, f"{epoch:.5f}", variant, f"{loss:.6f}", f"{lr:.3e}", f"{seconds:.2f}"))
@@ -192,7 +189,8 @@ class Logs:
 
     def postfix(self) -> dict[str, str]:
         """Running mean loss per variant for the progress bar."""
-        return {f"loss_{v}": f"{sum(q) / len(q):.4f}" for v, q in sorted(self.recent.items()) if q}
+        recent = {v: values[-LOSS_WINDOW:] for v, values in sorted(self.losses.items()) if values}
+        return {f"loss_{v}": f"{sum(q) / len(q):.4f}" for v, q in recent.items()}
 
     def close(self) -> None:
         """Flush and close the log files."""
@@ -259,8 +257,9 @@ def _mean_loss(loss: torch.Tensor, ctx: Dist) -> torch.Tensor:
 
 
 def run_stage(name: str, cfg: TrainConfig, data: StageData, model: DyNet, folder: RunFolder, ctx: Dist,
-              max_steps: int | None, init: Callable[[DyNet], None] | None = None) -> StageResult:
-    """Train stage `name` in `folder` (resuming if it has checkpoints) until its budget or `max_steps`."""
+              max_steps: int | None) -> StageResult:
+    """Train stage `name` in `folder` (resuming from its newest checkpoint if any, else from `model`'s weights)
+    until its budget or `max_steps`."""
     scfg = cfg.stage(name)
     stream = Stream(scfg, data.epoch_size)
     total = total_steps(scfg, stream)
@@ -268,8 +267,6 @@ def run_stage(name: str, cfg: TrainConfig, data: StageData, model: DyNet, folder
     prepare_model(model)
     optimizer = make_optimizer(model, scfg)
     resumed = folder.resume(model)
-    if resumed is None and init is not None:
-        init(model)
     ema = EMA(model, cfg.ema) if cfg.ema > 0 else None
     start = 0
     if resumed is not None:
@@ -294,7 +291,7 @@ def run_stage(name: str, cfg: TrainConfig, data: StageData, model: DyNet, folder
                                                   else None)
     fwd = torch.compile(net) if cfg.compile else net
     logs = Logs(folder.root, start, ctx.main)
-    meta = {"stage": name, "trained_variant": scfg.variant, "config_hash": digest(cfg),
+    meta = {"stage": name, "trained_variant": scfg.variant, "config_hash": config_hash(cfg),
             "data_fingerprint": data.fingerprint}
     eval_model = ema.model if ema is not None else model
 

@@ -123,19 +123,24 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    """CLI entry point; returns 1 when any input could not be restored."""
-    from tqdm import tqdm
-
-    from dynet_ref.checkpoints import CheckpointError, load_model
-
-    parser = _parser()
+def parse_inference_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Parse an inference CLI's flags (restore, evaluate): check --tile, set up logging and --threads."""
     args = parser.parse_args(argv)
     if args.tile is not None and args.tile < 8:
         parser.error(f"--tile {args.tile}: use at least 8 pixels (e.g. 256), or leave it out")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point; returns 1 when any input could not be restored."""
+    from tqdm import tqdm
+
+    from dynet_ref.checkpoints import CheckpointError, load_model
+
+    args = parse_inference_args(_parser(), argv)
     try:
         model = to_channels_last(
             load_model(args.weights, variant=args.variant, width=args.width).to(args.device)

@@ -20,11 +20,18 @@ from typing import Any
 
 import torch
 
-from dynet_ref.checkpoints import CheckpointError, first_line, load_into, load_state_dict, save_checkpoint
-from dynet_ref.config import ConfigError, digest, plain
+from dynet_ref.checkpoints import (
+    CheckpointError,
+    config_hash,
+    first_line,
+    load_into,
+    load_state_dict,
+    save_checkpoint,
+)
+from dynet_ref.config import ConfigError
 from dynet_ref.model import DyNet
 from million_ird.atomic import atomic_path
-from million_ird.store import code_version, write_json_atomic
+from million_ird.store import code_version, plain, write_json_atomic
 
 STEP_FILE = re.compile(r"^step-(\d{8})\.safetensors$")
 
@@ -56,7 +63,7 @@ class RunFolder:
 
     def check_or_record(self, stream: dict[str, Any], record: dict[str, Any]) -> list[str]:
         """Refuse a resume whose stream settings differ; write run.json; return other changed settings."""
-        fingerprint = digest(stream)
+        fingerprint = config_hash(stream)
         changed: list[str] = []
         if self.record_path.exists():
             old = json.loads(self.record_path.read_text())

@@ -32,7 +32,6 @@ from dynet_ref.config import (
     TrainConfig,
     apply_sets,
     apply_yaml,
-    plain,
     update,
     with_crop,
 )
@@ -43,7 +42,7 @@ from dynet_ref.model import DyNet
 from dynet_ref.runstate import RunFolder
 from dynet_ref.validation import holdout_pairs, holdout_patches, pair_samples, patch_samples
 from million_ird.report import format_table
-from million_ird.store import TRAINING_DIR, Store, utc_now, write_json_atomic
+from million_ird.store import TRAINING_DIR, Store, plain, utc_now, write_json_atomic
 
 log = logging.getLogger(__name__)
 STORE_CONFIG = "train.yaml"
@@ -100,11 +99,9 @@ def resolve_config(args: argparse.Namespace, stores: list[Store]) -> tuple[Train
         cfg = apply_yaml(cfg, path)
         sources.append(str(path))
     cfg = apply_sets(cfg, args.sets)
-    top = {k: getattr(args, a) for k, a in (("width", "width"), ("seed", "seed"), ("device", "device"),
-                                             ("precision", "precision"), ("compile", "compile"), ("ema", "ema"),
-                                             ("grad_clip", "grad_clip"), ("workers", "workers"), ("threads", "threads"),
-                                             ("val_every", "val_every"), ("ckpt_every", "ckpt_every"))
-           if getattr(args, a) is not None}
+    top = {k: getattr(args, k) for k in ("width", "seed", "device", "precision", "compile", "ema", "grad_clip",
+                                         "workers", "threads", "val_every", "ckpt_every")
+           if getattr(args, k) is not None}
     stage_flags = {k: v for k, v in (("batch_size", args.batch_size), ("crop", args.crop)) if v is not None}
     finetune = {k: v for k, v in (("variant", args.variant), ("mix", args.mix),
                                   ("tasks", tuple(t.strip() for t in args.tasks.split(",")) if args.tasks else None))
@@ -179,21 +176,15 @@ def stage_data(name: str, cfg: TrainConfig, stores: list[Store]) -> StageData:
                      fingerprint(train) + fingerprint(val)[:16], len(scfg.tasks) if scfg.mix == "sequential" else 1)
 
 
-def init_weights(path: Path, width: int) -> dict[str, torch.Tensor]:
-    """Read --init weights and check they fit DyNet(width) before anything is written."""
-    state = load_state_dict(path)
-    load_into(DyNet("L", width=width), state, source=str(path))
-    return state
-
-
 def train_stage(name: str, cfg: TrainConfig, stores: list[Store], out: Path, ctx: Dist,
                 args: argparse.Namespace, init: Path | None, sources: list[str]) -> StageResult:
     """Build data and model for one stage, record the run, train it."""
     data = stage_data(name, cfg, stores)
-    state = init_weights(init, cfg.width) if init is not None else None
     folder = RunFolder(out / name)
     torch.manual_seed(cfg.seed)
     model = DyNet("L", width=cfg.width)
+    if init is not None:  # before anything is written: a file that does not fit stops here (a resume overrides it)
+        load_into(model, load_state_dict(init), source=str(init))
     if ctx.main:
         record = {"command": " ".join(["python -m dynet_ref.train", *map(str, args.argv)]),
                   "stage": name, "stores": [str(s.root) for s in stores], "config": plain(cfg),
@@ -204,8 +195,7 @@ def train_stage(name: str, cfg: TrainConfig, stores: list[Store], out: Path, ctx
             log.warning("resuming with a changed setting (allowed: it does not change the data stream): %s", line)
     if ctx.world > 1:
         dist.barrier()
-    return run_stage(name, cfg, data, model, folder, ctx, args.max_steps,
-                     (lambda m: load_into(m, state, source=str(init))) if state is not None else None)
+    return run_stage(name, cfg, data, model, folder, ctx, args.max_steps)
 
 
 def summary_rows(results: list[StageResult]) -> list[dict]:
