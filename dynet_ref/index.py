@@ -58,10 +58,11 @@ def find_stores(path: str | Path) -> list[Store]:
 
 @dataclass(frozen=True)
 class PatchRow:
-    """One kept patch: its id and absolute file path."""
+    """One kept patch: its id, absolute file path and the path as the store records it."""
 
     patch_id: str
     path: Path
+    ref: str = ""  # relative to the store: the same wherever the store is copied or mounted
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,8 @@ class PairRow:
     seed: int | None
     sigma: float | None
     params: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    clean_ref: str = ""  # `clean` and `degraded` as the store records them (store-relative for its own files)
+    degraded_ref: str | None = None
 
     @property
     def source(self) -> str | None:
@@ -107,7 +110,7 @@ def read_patches(stores: list[Store]) -> list[PatchRow]:
     rows: list[PatchRow] = []
     for store in stores:
         table = store.query("SELECT patch_id, path FROM patches WHERE kept AND path IS NOT NULL ORDER BY patch_id")
-        rows += [PatchRow(pid, _absolute(store, p))
+        rows += [PatchRow(pid, _absolute(store, p), p)
                  for pid, p in zip(table.column("patch_id").to_pylist(), table.column("path").to_pylist(),
                                    strict=True)]
     return rows
@@ -124,18 +127,20 @@ def read_pairs(stores: list[Store], split: str, tasks: tuple[str, ...] | None = 
                 continue
             rows.append(PairRow(r["pair_id"], r["split"], r["task"], _absolute(store, r["clean"]),
                                 _absolute(store, r["degraded"]) if r["degraded"] else None, r["degradation"],
-                                r["seed"], r["sigma"], json.loads(r["params"] or "{}")))
+                                r["seed"], r["sigma"], json.loads(r["params"] or "{}"), r["clean"], r["degraded"]))
     return rows
 
 
 def fingerprint(items: list[PatchRow] | list[PairRow]) -> str:
-    """sha256 of the ids and paths of an index (what a training run's data stream is built on)."""
+    """sha256 of the ids and recorded paths of an index (what a training run's data stream is built on);
+    independent of where the store lives, so a moved store resumes."""
     h = hashlib.sha256()
     for item in items:
         if isinstance(item, PatchRow):
-            h.update(f"{item.patch_id}\t{item.path}\n".encode())
+            h.update(f"{item.patch_id}\t{item.ref}\n".encode())
         else:
-            h.update(f"{item.pair_id}\t{item.clean}\t{item.degraded}\t{item.degradation}\t{item.seed}\n".encode())
+            h.update(f"{item.pair_id}\t{item.clean_ref}\t{item.degraded_ref}\t{item.degradation}\t{item.seed}\n"
+                     .encode())
     return h.hexdigest()
 
 

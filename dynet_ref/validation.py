@@ -1,6 +1,7 @@
 """Fixed validation sets held out of the training data (never the test split) and PSNR per set and variant.
 
-Held-out images are chosen by a seeded hash of their clean file, the first `per_task` per task; a clean
+Held-out images are chosen by a seeded hash of their clean file as the store records it (store-relative,
+so the choice does not depend on where the store lives), the first `per_task` per task; a clean
 image held out for one task leaves training for every task. Validation inputs are fixed: on-the-fly
 pairs use their stored seed, pre-training patches a corruption seeded by (seed, patch id, "val").
 """
@@ -42,12 +43,12 @@ def holdout_pairs(rows: list[PairRow], per_task: int, seed: int,
     """(train rows, validation rows); without `holdout`, validation images stay in training."""
     by_task: dict[str, set[str]] = defaultdict(set)
     for row in rows:
-        by_task[row.task].add(str(row.clean))
+        by_task[row.task].add(row.clean_ref)
     chosen: dict[str, set[str]] = {t: set(sorted(c, key=lambda p: _rank(seed, p))[:per_task])
                                    for t, c in by_task.items()}
     held = set().union(*chosen.values()) if chosen else set()
-    val = [r for r in rows if str(r.clean) in chosen[r.task]]
-    train = [r for r in rows if str(r.clean) not in held] if holdout else list(rows)
+    val = [r for r in rows if r.clean_ref in chosen[r.task]]
+    train = [r for r in rows if r.clean_ref not in held] if holdout else list(rows)
     return train, val
 
 

@@ -99,3 +99,23 @@ def test_config_layers_and_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not a number"):
         apply_sets(cfg, ["pretrain.lr=fast"])
     assert with_crop(cfg.corruption, 64).n_masked == 5 and with_crop(cfg.corruption, 64).n_degraded == 8
+
+
+def test_holdout_and_fingerprint_do_not_depend_on_where_the_store_lives(store, tmp_path: Path) -> None:
+    import shutil
+
+    from dynet_ref.index import fingerprint
+    from dynet_ref.validation import holdout_pairs, holdout_patches
+    from million_ird.store import Store
+
+    moved = Store(shutil.copytree(store.root, tmp_path / "elsewhere" / "store"))
+    for stores in ([store], [moved]):  # the absolute paths differ...
+        assert str(read_pairs(stores, "train")[0].clean).startswith(str(stores[0].root))
+        assert str(read_patches(stores)[0].path).startswith(str(stores[0].root))
+    a, b = read_pairs([store], "train"), read_pairs([moved], "train")  # ...the stream and hold-out do not
+    assert fingerprint(a) == fingerprint(b) and fingerprint(read_patches([store])) == fingerprint(read_patches([moved]))
+    held_a = [r.pair_id for r in holdout_pairs(a, 1, 0, True)[1]]
+    held_b = [r.pair_id for r in holdout_pairs(b, 1, 0, True)[1]]
+    assert held_a == held_b and held_a
+    assert [p.patch_id for p in holdout_patches(read_patches([store]), 2, 0, True)[1]] == \
+        [p.patch_id for p in holdout_patches(read_patches([moved]), 2, 0, True)[1]]

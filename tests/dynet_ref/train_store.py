@@ -26,11 +26,12 @@ def texture(rng: np.random.Generator, size: int) -> np.ndarray:
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-def write_png(path: Path, rgb: np.ndarray) -> str:
-    """Write RGB as PNG; returns the path as text."""
+def write_png(root: Path, rel: str, rgb: np.ndarray) -> str:
+    """Write RGB as PNG at root/rel; returns `rel` (stores record their own files store-relative)."""
+    path = root / rel
     path.parent.mkdir(parents=True, exist_ok=True)
     assert cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    return str(path)
+    return rel
 
 
 def build_store(root: Path, n_patches: int = 6, n_pairs: int = 4, tasks: tuple[str, ...] = ("denoise", "derain"),
@@ -41,14 +42,14 @@ def build_store(root: Path, n_patches: int = 6, n_pairs: int = 4, tasks: tuple[s
     patches = []
     for i in range(n_patches):
         rel = f"files/patches/p{i}.png"
-        write_png(root / rel, texture(rng, 64))
+        write_png(root, rel, texture(rng, 64))
         patches.append({"patch_id": f"img{i}_0_0", "image_id": f"img{i}", "x": 0, "y": 0, "size": 64,
                         "flat_ratio": 0.0, "kept": True, "path": rel})
     store.append("patches", pa.Table.from_pylist(patches, schema=PATCHES))
     pairs = []
     for i in range(n_pairs):
         clean = texture(rng, 48)
-        clean_path = write_png(root / f"files/clean/c{i}.png", clean)
+        clean_path = write_png(root, f"files/clean/c{i}.png", clean)
         if "denoise" in tasks:
             pid = f"t/train/denoise/s25/c{i}"
             pairs.append({"pair_id": pid, "recipe": "t", "split": "train", "task": "denoise", "clean": clean_path,
@@ -59,7 +60,7 @@ def build_store(root: Path, n_patches: int = 6, n_pairs: int = 4, tasks: tuple[s
             if task in tasks:
                 out, _ = degradations.get(name)(clean, degradations.sample_rng(0, i, name), **args)
                 pairs.append({"pair_id": f"t/train/{task}/c{i}", "recipe": "t", "split": "train", "task": task,
-                              "clean": clean_path, "degraded": write_png(root / f"files/{task}/d{i}.png", out),
+                              "clean": clean_path, "degraded": write_png(root, f"files/{task}/d{i}.png", out),
                               "params": json.dumps({"source": "test"})})
     store.append("pairs", pa.Table.from_pylist(pairs, schema=PAIRS))
     return store
