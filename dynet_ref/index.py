@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 import degradations
+from million_ird.images import ImageError, read_image, to_uint8
 from million_ird.store import TRAINING_DIR, Store
 
 MARKERS = ("patches", "pairs", "images")
@@ -105,11 +105,16 @@ def _absolute(store: Store, path: str) -> Path:
     return p if p.is_absolute() else store.root / p
 
 
+# kept patches as shard member references (SHARD.tar#OFFSET+NBYTES, read by million_ird.images)
+PATCH_SQL = ("SELECT patch_id, shard || '#' || byte_offset || '+' || nbytes AS path FROM latest_patches "
+             "WHERE kept AND shard IS NOT NULL ORDER BY patch_id")
+
+
 def read_patches(stores: list[Store]) -> list[PatchRow]:
     """Every kept patch of the stores, ordered by (store, patch_id)."""
     rows: list[PatchRow] = []
     for store in stores:
-        table = store.query("SELECT patch_id, path FROM patches WHERE kept AND path IS NOT NULL ORDER BY patch_id")
+        table = store.query(PATCH_SQL)
         rows += [PatchRow(pid, _absolute(store, p), p)
                  for pid, p in zip(table.column("patch_id").to_pylist(), table.column("path").to_pylist(),
                                    strict=True)]
@@ -121,7 +126,7 @@ def read_pairs(stores: list[Store], split: str, tasks: tuple[str, ...] | None = 
     rows: list[PairRow] = []
     for store in stores:
         table = store.query("SELECT pair_id, split, task, clean, degraded, degradation, seed, sigma, params "
-                            "FROM pairs WHERE split = ? ORDER BY task, pair_id", [split])
+                            "FROM latest_pairs WHERE split = ? ORDER BY task, pair_id", [split])
         for r in table.to_pylist():
             if tasks and r["task"] not in tasks:
                 continue
@@ -145,18 +150,11 @@ def fingerprint(items: list[PatchRow] | list[PairRow]) -> str:
 
 
 def read_rgb8(path: Path) -> np.ndarray:
-    """Decode an image file to uint8 RGB (gray expanded, alpha dropped, 16-bit reduced by round(v/257))."""
-    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if img is None:
-        raise DataError(f"{path}: cannot be decoded as an image; re-run the command that wrote it "
-                        "(`million-ird patches` or `million-ird splits`)")
-    if img.dtype == np.uint16:
-        img = np.round(img.astype(np.float32) / 257.0).astype(np.uint8)
-    elif img.dtype != np.uint8:
-        raise DataError(f"{path}: {img.dtype} pixels are not supported; use 8- or 16-bit images")
-    if img.ndim == 2:
-        return np.ascontiguousarray(np.repeat(img[..., None], 3, axis=2))
-    return np.ascontiguousarray(cv2.cvtColor(img[..., :3], cv2.COLOR_BGR2RGB))
+    """Decode an image file or shard member to uint8 RGB by million_ird.images' rules (16-bit: round(v/257))."""
+    try:
+        return np.ascontiguousarray(to_uint8(read_image(path, rgb=True)))
+    except ImageError as exc:
+        raise DataError(f"{exc}; re-run the command that wrote it (`million-ird patches` or `million-ird splits`)") from exc
 
 
 def degraded_of(row: PairRow, clean: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:

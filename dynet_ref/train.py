@@ -41,8 +41,8 @@ from dynet_ref.loop import Dist, StageData, StageResult, run_stage
 from dynet_ref.model import DyNet
 from dynet_ref.runstate import RunFolder
 from dynet_ref.validation import holdout_pairs, holdout_patches, pair_samples, patch_samples
-from million_ird.report import format_table
 from million_ird.store import TRAINING_DIR, Store, plain, utc_now, write_json_atomic
+from million_ird.summary import format_table
 
 log = logging.getLogger(__name__)
 STORE_CONFIG = "train.yaml"

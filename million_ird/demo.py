@@ -19,11 +19,11 @@ from PIL import Image
 
 from million_ird.httpserver import LocalServer, Response
 from million_ird.lock import LOCK_NAME
-from million_ird.report import format_table
 from million_ird.sources.common import IngestConfig
 from million_ird.sources.ingest import IngestInputs, ingest
 from million_ird.stages.download import DownloadConfig, download
 from million_ird.store import Store, StoreError
+from million_ird.summary import format_table
 
 SAMPLE = Path(__file__).resolve().parents[1] / "manifests" / "demo"
 DEFAULT_OUT = SAMPLE / "store"  # `python -m dynet_ref.train --data manifests/` finds it there

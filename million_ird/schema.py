@@ -40,17 +40,18 @@ DOWNLOADS = pa.schema(
     ]
 )
 
+# one row per (image, metric) and attempt: a metric added to the registry needs no schema change
 SCORES = pa.schema(
     [
         pa.field("image_id", pa.string(), nullable=False),
-        pa.field("niqe", pa.float64()),
-        pa.field("brisque", pa.float64()),
-        pa.field("nima", pa.float64()),
-        pa.field("metrics", pa.string()),  # comma list of the metrics this row carries
-        pa.field("scorer_version", pa.string()),  # package version + metric implementation versions
-        pa.field("params_sha256", pa.string()),  # hash of the parameter files used (NIQE/BRISQUE/NIMA weights)
+        pa.field("metric", pa.string(), nullable=False),  # registry name: niqe, brisque, nima, ...
+        pa.field("value", pa.float64()),  # null on an error row
+        pa.field("version", pa.string()),  # package version + metric implementation version
+        pa.field("params_sha256", pa.string()),  # hash of the parameter file used (NIQE model, NIMA weights)
+        pa.field("fingerprint", pa.string(), nullable=False),  # hash of (metric, version, params_sha256)
         pa.field("seconds", pa.float64()),
         pa.field("error", pa.string()),
+        pa.field("retryable", pa.bool_()),  # true: a later run tries again (device out of memory, ...)
         pa.field("run_id", pa.string()),
         pa.field("scored_at", TS),
     ]
@@ -63,16 +64,23 @@ SELECTIONS = pa.schema(
     ]
 )
 
+# one row per grid patch of an image (or one error row for an image that could not be cut)
 PATCHES = pa.schema(
     [
-        pa.field("patch_id", pa.string(), nullable=False),
+        pa.field("patch_id", pa.string()),  # <image_id>_<y>_<x>; null on an error row
         pa.field("image_id", pa.string(), nullable=False),
-        pa.field("x", pa.int32(), nullable=False),
-        pa.field("y", pa.int32(), nullable=False),
-        pa.field("size", pa.int32(), nullable=False),
+        pa.field("x", pa.int32()),
+        pa.field("y", pa.int32()),
+        pa.field("size", pa.int32()),
         pa.field("flat_ratio", pa.float32()),
         pa.field("kept", pa.bool_(), nullable=False),
-        pa.field("path", pa.string()),  # relative to the store root
+        pa.field("shard", pa.string()),  # tar shard relative to the store root (kept patches only)
+        pa.field("member", pa.string()),  # member name inside the shard
+        pa.field("byte_offset", pa.int64()),  # where the member's PNG bytes start in the shard
+        pa.field("nbytes", pa.int64()),  # how many bytes they are
+        pa.field("fingerprint", pa.string(), nullable=False),  # hash of size, detector settings, version
+        pa.field("error", pa.string()),
+        pa.field("retryable", pa.bool_()),
         pa.field("run_id", pa.string()),
     ]
 )
@@ -89,7 +97,36 @@ PAIRS = pa.schema(
         pa.field("params", pa.string()),  # JSON object
         pa.field("seed", pa.int64()),
         pa.field("sigma", pa.float32()),
+        pa.field("fingerprint", pa.string()),  # hash of the split's config (seed, sigmas, ...); null before 0.3
         pa.field("run_id", pa.string()),
+    ]
+)
+
+# the 64-bit perceptual hash of every ok image (the per-image half of dedup)
+HASHES = pa.schema(
+    [
+        pa.field("image_id", pa.string(), nullable=False),
+        pa.field("phash", pa.int64()),  # 64 bits stored as a signed integer (see million_ird.phash)
+        pa.field("phash_centre", pa.int64()),  # the same hash of the central region (robust to small crops)
+        pa.field("informative", pa.bool_()),  # false for near-uniform images: never grouped by hash alone
+        pa.field("fingerprint", pa.string(), nullable=False),
+        pa.field("error", pa.string()),
+        pa.field("retryable", pa.bool_()),
+        pa.field("run_id", pa.string()),
+    ]
+)
+
+# images that dedup or decontamination groups; the latest dedup run is the one in force
+DUPLICATES = pa.schema(
+    [
+        pa.field("image_id", pa.string(), nullable=False),
+        pa.field("group_id", pa.string()),  # the kept image's id (test-set rows: null)
+        pa.field("kept", pa.bool_(), nullable=False),
+        pa.field("reason", pa.string(), nullable=False),  # exact | near | test-set
+        pa.field("matched", pa.string()),  # the kept image_id, or the test file, this one duplicates
+        pa.field("distance", pa.int32()),  # Hamming distance of the hashes (0 for exact copies)
+        pa.field("fingerprint", pa.string(), nullable=False),  # hash of the dedup settings
+        pa.field("run_id", pa.string(), nullable=False),
     ]
 )
 
@@ -109,6 +146,8 @@ SCHEMAS: dict[str, pa.Schema] = {
     "rejected": REJECTED,
     "downloads": DOWNLOADS,
     "scores": SCORES,
+    "hashes": HASHES,
+    "duplicates": DUPLICATES,
     "patches": PATCHES,
     "pairs": PAIRS,
 }

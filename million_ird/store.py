@@ -26,6 +26,7 @@ from million_ird.schema import SCHEMAS, SELECTIONS
 log = logging.getLogger(__name__)
 
 PART_GLOB = "part-*.parquet"
+JOURNAL = "_compaction.json"  # see million_ird.compact
 TRAINING_DIR = "training"  # dynet_ref.train run folders (not under the store lock)
 # libraries whose version can change the bytes or numbers a stage writes
 RECORDED_DISTRIBUTIONS = ("duckdb", "pyarrow", "img2dataset", "numpy", "opencv-python-headless", "pillow",
@@ -35,19 +36,25 @@ LATEST_DOWNLOADS = """
 SELECT * FROM downloads
 QUALIFY row_number() OVER (PARTITION BY image_id ORDER BY (status = 'ok') DESC, attempt DESC, finished_at DESC) = 1
 """
-# Per image and metric: the value of the most recent successful row carrying it (latest scored_at,
-# then run_id; a row without scored_at counts as oldest). A later run of other metrics or an error
-# row never blanks a value. One hash aggregate: stays fast at millions of images.
-LATEST_SCORES = """
-SELECT image_id,
-       arg_max(niqe, latest) FILTER (WHERE niqe IS NOT NULL) AS niqe,
-       arg_max(brisque, latest) FILTER (WHERE brisque IS NOT NULL) AS brisque,
-       arg_max(nima, latest) FILTER (WHERE nima IS NOT NULL) AS nima
-FROM (SELECT image_id, niqe, brisque, nima,
-             (coalesce(scored_at, TIMESTAMPTZ '-infinity'), coalesce(run_id, '')) AS latest
-      FROM scores WHERE error IS NULL)
-GROUP BY image_id
+# Per (image, metric): the value of the most recent successful row (latest scored_at, then run_id; a
+# row without scored_at counts as oldest). A later run of other metrics or an error row never blanks a
+# value. One hash aggregate: stays fast at millions of images.
+LATEST_SCORE_VALUES = """
+SELECT image_id, metric, arg_max(value, (coalesce(scored_at, TIMESTAMPTZ '-infinity'), coalesce(run_id, ''))) AS value
+FROM scores WHERE error IS NULL AND value IS NOT NULL
+GROUP BY image_id, metric
 """
+PIVOTED_METRICS = ("niqe", "brisque", "nima")  # always catalog columns; any other metric scored is added
+# the rows of one fingerprint per key: the fingerprint of the stage's latest run where the key has rows
+# under it, else the key's most recent rows (so `--size 256` then `--size 512` again shows 512 again)
+LATEST_BY_FINGERPRINT = """
+SELECT * EXCLUDE (_rank, _fp_run) FROM (
+  SELECT *, dense_rank() OVER (PARTITION BY {key} ORDER BY fingerprint IN ({current}) DESC, _fp_run DESC,
+                                                           fingerprint) AS _rank
+  FROM (SELECT *, max(run_id) OVER (PARTITION BY {key}, fingerprint) AS _fp_run FROM {table}))
+WHERE _rank = 1
+"""
+LATEST_DUPLICATES = "SELECT * FROM duplicates WHERE run_id = (SELECT max(run_id) FROM duplicates)"
 DOWNLOAD_PROGRESS = """
 SELECT count(*) AS images, count(d.image_id) AS tried, count(*) FILTER (WHERE d.ok) AS ok
 FROM images i
@@ -56,10 +63,12 @@ LEFT JOIN (SELECT image_id, bool_or(status = 'ok') AS ok FROM downloads GROUP BY
 CATALOG = """
 SELECT i.image_id, i.source, i.url, i.width AS declared_width, i.height AS declared_height,
        d.status, d.error, coalesce(d.path, i.path) AS path, d.format, d.width, d.height, d.channels,
-       d.bit_depth, d.bytes, d.sha256, d.attempt, s.niqe, s.brisque, s.nima
+       d.bit_depth, d.bytes, d.sha256, d.attempt, {metric_columns},
+       coalesce(NOT dup.kept, false) AS duplicate_dropped, dup.reason AS duplicate_reason
 FROM images i
 LEFT JOIN latest_downloads d USING (image_id)
 LEFT JOIN latest_scores s USING (image_id)
+LEFT JOIN latest_duplicates dup USING (image_id)
 """
 
 
@@ -175,6 +184,11 @@ class DownloadProgress:
                 f"`million-ird download --manifest {manifest}` to fetch or verify them")
 
 
+def _literal(value: str | None) -> str:
+    """A SQL string literal (NULL for None)."""
+    return "NULL" if value is None else "'" + value.replace("'", "''") + "'"
+
+
 class Store:
     """A dataset directory: append-only Parquet tables, files/, runs/, read through DuckDB."""
 
@@ -187,8 +201,19 @@ class Store:
         return self.root / "files"
 
     def parts(self, table: str) -> list[Path]:
-        """The committed part files of `table` (temp files are never listed)."""
-        return sorted((self.root / table).glob(PART_GLOB))
+        """The committed part files of `table`: never temp files, never both sides of a compaction."""
+        folder = self.root / table
+        found = sorted(folder.glob(PART_GLOB))
+        journal = folder / JOURNAL
+        if not journal.exists():
+            return found
+        try:
+            entry = json.loads(journal.read_text())
+        except (OSError, ValueError):  # finished and removed while we read it
+            return sorted(folder.glob(PART_GLOB))
+        complete = all((folder / m).exists() for m in entry["merged"])
+        hidden = set(entry["replaced"] if complete else entry["merged"])
+        return [p for p in found if p.name not in hidden]
 
     def append(self, table: str, rows: pa.Table, run_id: str | None = None) -> Path | None:
         """Append `rows` to `table` as a new part file; returns its path (None for zero rows)."""
@@ -228,15 +253,54 @@ class Store:
             con.register(f"_empty_{name}", schema.empty_table())
             con.execute(f"CREATE VIEW {name} AS SELECT * FROM _empty_{name}")
 
+    def current_fingerprints(self, command: str, per: str | None = None) -> list[str]:
+        """The fingerprints in force for `command`: its latest run's (one per value of config key `per`)."""
+        found: dict[Any, str] = {}
+        for record in sorted((self.root / "runs").glob(f"*-{command}-*.json"), reverse=True):
+            try:
+                cfg = json.loads(record.read_text()).get("config") or {}
+            except (OSError, ValueError):
+                continue
+            fps = cfg.get("fingerprints") or {}
+            group = (cfg.get("stage") or {}).get(per) if per else None
+            if len(fps) == 1 and group not in found:
+                found[group] = next(iter(fps.values()))
+            if per is None and found:
+                break
+        return list(found.values())
+
+    def _check_schema(self, table: str, files: list[Path]) -> None:
+        """Refuse part files written by an older layout of `table`, saying how to bring the store up to date."""
+        if table == "scores" and files and "metric" not in pq.read_schema(files[0]).names:
+            raise StoreError(f"{self.root}: scores were written by million-ird 0.2 (one column per metric); run "
+                             f"`million-ird migrate --manifest {self.root}` once to convert them (nothing is lost)")
+        if table == "patches" and files and "fingerprint" not in pq.read_schema(files[0]).names:
+            raise StoreError(f"{self.root}: patches were written by million-ird 0.2 (loose PNG files); delete "
+                             f"{self.root / 'patches'} and {self.files_dir / 'patches'} and run `million-ird patches` "
+                             "again (it writes tar shards now)")
+
     def connect(self) -> duckdb.DuckDBPyConnection:
-        """An in-memory DuckDB connection with views over every table, `catalog` and `selections`."""
+        """An in-memory DuckDB connection with views over every table, the latest_* views and `catalog`."""
         con = duckdb.connect(":memory:")
         for table, schema in SCHEMAS.items():
-            self._create_view(con, table, self.parts(table), schema)
+            files = self.parts(table)
+            self._check_schema(table, files)
+            self._create_view(con, table, files, schema)
         self._create_view(con, "selections", sorted((self.root / "selections").glob(f"*/{PART_GLOB}")), SELECTIONS)
         con.execute(f"CREATE VIEW latest_downloads AS {LATEST_DOWNLOADS}")
-        con.execute(f"CREATE VIEW latest_scores AS {LATEST_SCORES}")
-        con.execute(f"CREATE VIEW catalog AS {CATALOG}")
+        con.execute(f"CREATE VIEW latest_score_values AS {LATEST_SCORE_VALUES}")
+        metrics = list(PIVOTED_METRICS) + sorted(
+            {r[0] for r in con.execute("SELECT DISTINCT metric FROM scores").fetchall()} - set(PIVOTED_METRICS))
+        pivot = ", ".join(f"any_value(value) FILTER (WHERE metric = '{m.replace(chr(39), chr(39) * 2)}') AS "
+                          f'"{m}"' for m in metrics)
+        con.execute(f"CREATE VIEW latest_scores AS SELECT image_id, {pivot} FROM latest_score_values GROUP BY image_id")
+        for table, key, command, per in (("patches", "image_id", "patches", None),
+                                          ("pairs", "recipe", "splits", "recipe")):
+            current = ", ".join(_literal(f) for f in self.current_fingerprints(command, per)) or "NULL"
+            con.execute(f"CREATE VIEW latest_{table} AS {LATEST_BY_FINGERPRINT.format(key=key, table=table, current=current)}")
+        con.execute(f"CREATE VIEW latest_duplicates AS {LATEST_DUPLICATES}")
+        columns = ", ".join(f's."{m}"' for m in metrics)
+        con.execute(f"CREATE VIEW catalog AS {CATALOG.format(metric_columns=columns)}")
         return con
 
     def query(self, sql: str, params: list[Any] | None = None) -> pa.Table:

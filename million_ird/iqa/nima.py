@@ -119,6 +119,15 @@ class NimaMetric(Metric):
     version = NIMA_VERSION
     lower_is_better = False
     accepts_gray = False
+    batched = True
+
+    def unavailable(self) -> str | None:
+        """The reason when no weights file can be found (NIMA is then skipped, not failed)."""
+        try:
+            resolve_weights(self.options.nima_weights)
+        except NimaUnavailable as exc:
+            return str(exc)
+        return None
 
     def __init__(self, options: MetricOptions) -> None:
         super().__init__(options)

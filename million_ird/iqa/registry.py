@@ -28,12 +28,17 @@ class Metric(ABC):
     version: str = "0"
     lower_is_better: bool = True
     accepts_gray: bool = True  # NIQE/BRISQUE work from gray; the score stage then converts once
+    batched: bool = False  # True: score_batch runs many images at once on a device (NIMA); scored per batch
 
     def __init__(self, options: MetricOptions) -> None:
         self.options = options
 
     def setup(self) -> None:  # noqa: B027 - optional hook
         """Load parameters or weights (called once per worker)."""
+
+    def unavailable(self) -> str | None:
+        """Why this metric cannot run here (missing weights, say), or None when it can."""
+        return None
 
     @property
     def params_sha256(self) -> str:
@@ -55,6 +60,7 @@ class Metric(ABC):
 
 
 _REGISTRY: dict[str, Callable[[MetricOptions], Metric]] = {}
+_FAMILIES: dict[str, Callable[[str, MetricOptions], Metric]] = {}  # prefix -> factory of `prefix:<name>`
 
 
 def register(name: str) -> Callable[[type[Metric]], type[Metric]]:
@@ -70,18 +76,25 @@ def register(name: str) -> Callable[[type[Metric]], type[Metric]]:
     return deco
 
 
+def register_family(prefix: str, factory: Callable[[str, MetricOptions], Metric]) -> None:
+    """Add a family of metrics named `prefix:<name>` (built by `factory(name, options)`)."""
+    if prefix in _FAMILIES:
+        raise ValueError(f"metric family {prefix!r} is already registered")
+    _FAMILIES[prefix] = factory
+
+
 def names() -> list[str]:
-    """The registered metric names (plus the `pyiqa:<name>` family, available with the pyiqa extra)."""
+    """The registered metric names (families such as `pyiqa:<name>` are listed by `get` on a miss)."""
     return sorted(_REGISTRY)
 
 
 def get(name: str, options: MetricOptions | None = None) -> Metric:
     """Build the metric `name`; unknown names raise KeyError listing the valid ones."""
     options = options or MetricOptions()
-    if name.startswith("pyiqa:"):
-        from million_ird.iqa.pyiqa_metric import PyiqaMetric
-
-        return PyiqaMetric(name.split(":", 1)[1], options)
+    prefix, _, member = name.partition(":")
+    if member and prefix in _FAMILIES:
+        return _FAMILIES[prefix](member, options)
     if name not in _REGISTRY:
-        raise KeyError(f"unknown metric {name!r}; valid: {', '.join(names())}, or pyiqa:<name> (extra 'pyiqa')")
+        families = "".join(f", or {f}:<name>" for f in sorted(_FAMILIES))
+        raise KeyError(f"unknown metric {name!r}; valid: {', '.join(names())}{families}")
     return _REGISTRY[name](options)

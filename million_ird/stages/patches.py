@@ -1,46 +1,51 @@
-"""Patches stage: cut each kept image into non-overlapping 512x512 patches, drop mostly-flat ones.
+"""Patches stage: cut each kept image into non-overlapping patches, drop mostly-flat ones, shard the rest.
 
-The grid is centred (equal leftovers on both sides); every patch gets a row with its box and
-flat_ratio; kept patches are written losslessly as PNG (16-bit sources stay 16-bit) under
-files/patches/. Images shorter than one patch are skipped in SQL, never decoded.
+Grid rules: a centred grid of `size`² cells, floor(width / size) by floor(height / size); the
+remainder is split equally between the two sides (the extra pixel of an odd remainder goes right /
+bottom), so no patch overlaps another or the border. Images shorter than one patch on either side
+are left out in SQL, never decoded. Every grid cell gets a row with its box and flat_ratio; kept
+patches are encoded losslessly (PNG; 16-bit sources stay 16-bit, gray becomes RGB) into tar shards
+under files/patches/<fingerprint>/, with their shard, member name, byte offset and length. An image
+that cannot be decoded gets one error row (kept false, no box), and is not tried again unless
+`--retry-errors`. Images that dedup dropped are skipped unless `--include-duplicates`.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
-import numpy as np
 import pyarrow as pa
-from tqdm import tqdm
 
-from million_ird.atomic import atomic_path
-from million_ird.flat import CELL, GRADIENT_VARIANCE, flat_ratio
+from million_ird import driver
+from million_ird.flat import CELL, DESPECKLE_RING, DITHER_SIGMA, GRADIENT_VARIANCE, flat_ratio
+from million_ird.images import ImageError, encode_png, read_image
 from million_ird.lock import store_lock
-from million_ird.runner import run_stage
 from million_ird.schema import PATCHES
-from million_ird.stages.base import Stage
-from million_ird.store import Store, StoreError, new_run_id
+from million_ird.shards import ShardWriter
+from million_ird.stage import Stage, fingerprint_of
+from million_ird.store import Store, StoreError
 
 log = logging.getLogger(__name__)
+PATCHES_VERSION = "2"  # bump when the grid, the detector or the encoding changes what is written
+SHARD_DIR = "files/patches"
 
 
 @dataclass(frozen=True)
 class PatchesConfig:
-    """Patch size, flat-region detector settings, which images, how many workers."""
+    """Patch size, flat-region detector settings, shard size, which images."""
 
     size: int = 512
     cell: int = CELL
     flat_threshold: float = GRADIENT_VARIANCE
     max_flat: float = 0.5
     selection: str | None = None
-    workers: int = 1
-    batch_images: int = 8
+    shard_mb: int = 1024
+    images_per_batch: int = 64
+    include_duplicates: bool = False
 
 
 def grid(width: int, height: int, size: int) -> list[tuple[int, int]]:
@@ -50,121 +55,110 @@ def grid(width: int, height: int, size: int) -> list[tuple[int, int]]:
     return [(x0 + i * size, y0 + j * size) for j in range(ny) for i in range(nx)]
 
 
-def read_pixels(path: Path) -> np.ndarray:
-    """Decode to 3-channel BGR (alpha dropped, gray expanded), keeping 8 or 16 bits."""
-    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if img is None:
-        raise ValueError(f"cannot decode {path}")
-    if img.ndim == 2:
-        img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
-    elif img.shape[2] == 4:
-        img = img[..., :3]
-    return np.ascontiguousarray(img)
-
-
-def write_png_atomic(path: Path, pixels: np.ndarray) -> None:
-    """Lossless PNG through a temp name, then rename."""
-    with atomic_path(path) as tmp:
-        if not cv2.imwrite(str(tmp), pixels, [cv2.IMWRITE_PNG_COMPRESSION, 3]):
-            raise OSError(f"cannot write {tmp}")
+def candidates(cfg: PatchesConfig) -> tuple[str, list[Any]]:
+    """ok images at least one patch tall and wide, in the selection if given, not dropped by dedup."""
+    where = ["status = 'ok'", "path IS NOT NULL", "least(width, height) >= ?"]
+    params: list[Any] = [cfg.size]
+    if cfg.selection:
+        where.append("image_id IN (SELECT image_id FROM selections WHERE selection = ?)")
+        params.append(cfg.selection)
+    if not cfg.include_duplicates:
+        where.append("NOT duplicate_dropped")
+    return f"SELECT image_id, path FROM catalog WHERE {' AND '.join(where)}", params
 
 
 class PatchStage(Stage):
-    """image rows (image_id, path) -> one row per grid patch, with flat_ratio and kept flag."""
+    """image rows (image_id, path) -> one row per grid patch (kept ones sharded), or one error row."""
 
     name = "patches"
-    needs = ("image_id", "path")
-    output_schema = PATCHES
+    table = "patches"
+    needs = ("path",)
 
-    def __init__(self, root: Path, cfg: PatchesConfig, run_id: str) -> None:
-        self.root, self.cfg, self.run_id = root, cfg, run_id
+    def __init__(self, root: Path, cfg: PatchesConfig) -> None:
+        self.root, self.cfg = root, cfg
+        self.batch_size = cfg.images_per_batch
+        self._fp = fingerprint_of("patches", PATCHES_VERSION, cfg.size, cfg.cell, cfg.flat_threshold, cfg.max_flat,
+                                  DESPECKLE_RING, DITHER_SIGMA)
+
+    def candidates_sql(self) -> tuple[str, list[Any]]:
+        """See `candidates`."""
+        return candidates(self.cfg)
+
+    def fingerprints(self) -> dict[str, str]:
+        """One unit: the grid, detector and encoding settings."""
+        return {"": self._fp}
 
     def setup(self) -> None:
         """One OpenCV thread per worker process."""
         cv2.setNumThreads(1)
 
-    def _patches_of(self, image_id: str, path: str) -> list[dict]:
-        full = Path(path) if os.path.isabs(path) else self.root / path
-        pixels = read_pixels(full)
-        rows = []
-        size = self.cfg.size
+    def summary_sql(self) -> str:
+        """Images cut, patches, kept and flat-dropped patches of the run."""
+        return ("SELECT count(DISTINCT image_id) FILTER (WHERE error IS NULL) AS images, count(patch_id) AS patches, "
+                "count(*) FILTER (WHERE kept) AS kept, count(*) FILTER (WHERE NOT kept AND error IS NULL) "
+                "AS dropped_flat, count(DISTINCT shard) AS shards FROM patches WHERE run_id = ?")
+
+    def _cut(self, image_id: str, path: str, shards: ShardWriter) -> list[dict]:
+        pixels = read_image(path if Path(path).is_absolute() else self.root / path, rgb=True)
+        size, rows = self.cfg.size, []
         for x, y in grid(pixels.shape[1], pixels.shape[0], size):
             patch = pixels[y:y + size, x:x + size]
-            ratio = flat_ratio(patch[..., ::-1], self.cfg.cell, self.cfg.flat_threshold)
+            ratio = flat_ratio(patch, self.cfg.cell, self.cfg.flat_threshold)
             patch_id = f"{image_id}_{y}_{x}"
-            kept = ratio <= self.cfg.max_flat
-            rel = f"files/patches/{image_id[:2]}/{patch_id}.png" if kept else None
-            if kept:
-                write_png_atomic(self.root / rel, patch)
-            rows.append({"patch_id": patch_id, "image_id": image_id, "x": x, "y": y, "size": size,
-                         "flat_ratio": ratio, "kept": kept, "path": rel, "run_id": self.run_id})
+            row = {"patch_id": patch_id, "image_id": image_id, "x": x, "y": y, "size": size,
+                   "flat_ratio": ratio, "kept": ratio <= self.cfg.max_flat, "fingerprint": self._fp}
+            if row["kept"]:
+                m = shards.add(f"{patch_id}.png", encode_png(patch))
+                row.update(shard=m.shard, member=m.member, byte_offset=m.byte_offset, nbytes=m.nbytes)
+            rows.append(row)
         return rows
 
     def process(self, batch: pa.RecordBatch) -> pa.RecordBatch:
-        """Cut every image of the batch; an undecodable image is logged and yields no rows."""
+        """Cut every image of the batch into the batch's own shards, closed before the rows are returned."""
+        shards = ShardWriter(self.root, f"{SHARD_DIR}/{self._fp}", self.cfg.shard_mb * 2**20)
         rows: list[dict] = []
-        for image_id, path in zip(batch.column("image_id").to_pylist(), batch.column("path").to_pylist(), strict=True):
-            try:
-                rows.extend(self._patches_of(image_id, path))
-            except (ValueError, OSError) as exc:
-                log.warning("patches: skipping %s: %s", image_id, exc)
+        try:
+            for image_id, path in zip(batch.column("image_id").to_pylist(), batch.column("path").to_pylist(),
+                                      strict=True):
+                try:
+                    rows.extend(self._cut(image_id, path, shards))
+                except (ImageError, cv2.error) as exc:
+                    rows.append({"image_id": image_id, "kept": False, "fingerprint": self._fp,
+                                 "error": f"{type(exc).__name__}: {exc}", "retryable": False})
+            shards.close()
+        except BaseException:
+            shards.abort()
+            raise
         return pa.RecordBatch.from_pylist(rows, schema=PATCHES)
 
 
-def _candidates(cfg: PatchesConfig) -> tuple[list[str], list[object]]:
-    """WHERE terms and parameters for ok images at least one patch tall and wide, in the selection if given."""
-    where = ["c.status = 'ok'", "least(c.width, c.height) >= ?"]
-    params: list[object] = [cfg.size]
-    if cfg.selection:
-        where.append("c.image_id IN (SELECT image_id FROM selections WHERE selection = ?)")
-        params.append(cfg.selection)
-    return where, params
-
-
-def pending(store: Store, cfg: PatchesConfig) -> pa.Table:
-    """ok images at least one patch tall and wide, in the selection if given, with no patch rows yet."""
-    where, params = _candidates(cfg)
-    where.append("c.image_id NOT IN (SELECT image_id FROM patches)")
-    return store.query(f"SELECT c.image_id, c.path FROM catalog c WHERE {' AND '.join(where)} ORDER BY c.image_id",
-                       params)
+def remove_orphan_shards(store: Store) -> int:
+    """Delete shards no patches row points at (a killed run's, renamed before its rows were written)."""
+    folder = store.root / SHARD_DIR
+    if not folder.is_dir():
+        return 0
+    used = set(store.query("SELECT DISTINCT shard FROM patches WHERE shard IS NOT NULL").column(0).to_pylist())
+    removed = 0
+    for shard in folder.glob("*/*.tar"):
+        if shard.relative_to(store.root).as_posix() not in used:
+            shard.unlink()
+            removed += 1
+    return removed
 
 
 def count_candidates(store: Store, cfg: PatchesConfig) -> int:
     """How many images `cfg` would cut, counting those already cut (tells "all done" from "none fits")."""
-    where, params = _candidates(cfg)
-    return store.query(f"SELECT count(*) FROM catalog c WHERE {' AND '.join(where)}", params).column(0)[0].as_py()
+    sql, params = candidates(cfg)
+    return store.query(f"SELECT count(*) FROM ({sql})", params).column(0)[0].as_py()
 
 
-def _batches(table: pa.Table, size: int) -> Iterator[pa.RecordBatch]:
-    for start in range(0, table.num_rows, size):
-        yield from table.slice(start, size).to_batches()
-
-
-def run_patches(store: Store, cfg: PatchesConfig) -> dict:
-    """Cut every pending image; appends patch rows per batch so an interrupted run resumes (holds the store lock)."""
+def run_patches(store: Store, cfg: PatchesConfig, run: driver.DriverConfig | None = None) -> dict:
+    """Cut every pending image through the driver (under the store lock); returns the run's counts."""
     if cfg.selection and not (store.root / "selections" / cfg.selection).is_dir():
         raise StoreError(f"no selection {cfg.selection!r} in {store.root}/selections; "
                          "run `million-ird filter --name NAME` first or drop --selection")
-    with store_lock(store.root):  # re-entrant: a no-op under the CLI's lock, the guard for library callers
-        return _run_patches(store, cfg)
-
-
-def _run_patches(store: Store, cfg: PatchesConfig) -> dict:
-    store.clean_temp()
-    run_id = new_run_id("patches")
-    started = time.time()
-    todo = pending(store, cfg)
-    counts = {"images": todo.num_rows, "patches": 0, "kept": 0, "dropped_flat": 0}
-    stage = PatchStage(store.root, cfg, run_id)
-    with tqdm(total=todo.num_rows, desc="patches", unit="img") as bar:
-        for out in run_stage(stage, _batches(todo, cfg.batch_images), cfg.workers):
-            table = pa.Table.from_batches([out], schema=PATCHES)
-            store.append("patches", table, run_id)
-            kept = sum(table.column("kept").to_pylist())
-            counts["patches"] += table.num_rows
-            counts["kept"] += kept
-            counts["dropped_flat"] += table.num_rows - kept
-            bar.update(min(cfg.batch_images, bar.total - bar.n))
-    counts["seconds"] = round(time.time() - started, 2)
-    store.save_run("patches", run_id, cfg, counts)
-    return counts
+    with store_lock(store.root):
+        orphans = remove_orphan_shards(store)
+        stats = driver.run(store, PatchStage(store.root, cfg), run or driver.DriverConfig(), config=cfg)
+    stats["orphan_shards_removed"] = orphans
+    return stats

@@ -17,15 +17,14 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import pyarrow as pa
 from tqdm import tqdm
 
 import degradations
 from degradations.haze import OTS_A, OTS_BETA
-from million_ird import testsets
-from million_ird.atomic import atomic_path
+from million_ird import images, testsets
+from million_ird.images import ImageError, read_image, to_uint8
 from million_ird.store import Store
 
 log = logging.getLogger(__name__)
@@ -82,18 +81,19 @@ class Planned:
 
 
 def read_rgb(path: Path) -> np.ndarray:
-    """Read an image file as uint8 RGB."""
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if img is None:
-        raise SplitError(f"cannot read image {path}; check the file exists and is a valid image")
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    """Read an image file (or shard member) as uint8 RGB by million_ird.images' rules."""
+    try:
+        return to_uint8(read_image(path, rgb=True))
+    except ImageError as exc:
+        raise SplitError(f"{exc}; check the file exists and is a valid image") from exc
 
 
 def write_png(path: Path, image: np.ndarray) -> None:
     """Write an RGB uint8 image as PNG (through a temp name, then rename)."""
-    with atomic_path(path) as tmp:
-        if not cv2.imwrite(str(tmp), cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 3]):
-            raise SplitError(f"cannot write {path}; check the folder is writable")
+    try:
+        images.write_png(path, image)
+    except (ImageError, OSError) as exc:
+        raise SplitError(f"cannot write {path}: {exc}; check the folder is writable") from exc
 
 
 def file_sha256(path: Path) -> str:
@@ -196,7 +196,8 @@ def plan_all_in_one(paths: BenchmarkPaths, cfg: SplitsConfig) -> tuple[list[Plan
 
 def source_images(store: Store, limit: int | None = None) -> list[tuple[str, str]]:
     """(id, path) of kept patches when the store has any, else of downloaded ('ok') catalog images."""
-    rows = store.query("SELECT patch_id AS id, path FROM patches WHERE kept AND path IS NOT NULL ORDER BY patch_id")
+    rows = store.query("SELECT patch_id AS id, shard || '#' || byte_offset || '+' || nbytes AS path FROM latest_patches "
+                       "WHERE kept AND shard IS NOT NULL ORDER BY patch_id")
     if rows.num_rows == 0:
         rows = store.query("SELECT image_id AS id, path FROM catalog WHERE status = 'ok' AND path IS NOT NULL "
                            "ORDER BY image_id")

@@ -13,7 +13,8 @@ import skimage.data
 from curation_helpers import cli
 
 from million_ird import iqa
-from million_ird.stages.score import ScoreConfig, load_image, run_score
+from million_ird.images import read_image as load_image
+from million_ird.stages.score import ScoreConfig, run_score
 from million_ird.store import Store
 
 NIQE_LIVE = iqa.get("niqe")

@@ -13,8 +13,9 @@ import typer
 from typer.testing import CliRunner
 
 from million_ird import iqa
-from million_ird.cli_iqa import register
-from million_ird.stages.score import ScoreConfig, load_image, run_score
+from million_ird.cli.iqa import register
+from million_ird.images import read_image as load_image
+from million_ird.stages.score import ScoreConfig, run_score
 from million_ird.store import Store
 
 

@@ -14,7 +14,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from million_ird.cli_splits import register
+from million_ird.cli.splits import register
 from million_ird.stages import splits as S
 from million_ird.store import Store
 

@@ -12,7 +12,7 @@ from iqa_helpers import add_noise, natural
 from million_ird import iqa
 from million_ird.iqa import brisque, niqe
 from million_ird.iqa.registry import Metric, register
-from million_ird.stages.score import load_image
+from million_ird.images import read_image as load_image
 
 
 @pytest.mark.parametrize("metric", ["niqe", "brisque"])

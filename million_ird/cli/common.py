@@ -101,3 +101,39 @@ def writes_store(store_of: Callable[[dict[str, Any]], Path] = lambda params: par
         return command  # type: ignore[return-value]
 
     return decorate
+
+
+# options every per-image stage shares (the driver's): one definition, one help text
+Workers = Annotated[int, typer.Option(help="Worker processes (local) or workers (Ray); each runs whole batches.")]
+Executor = Annotated[str, typer.Option(help="Where batches run: local (this machine's processes) or ray (Ray Data; "
+                                       "needs the `ray` extra). Both write the same rows.")]
+RayAddress = Annotated[str | None, typer.Option(help="Ray cluster to join (e.g. ray://head:10001) [default: "
+                                                "RAY_ADDRESS, else a local Ray started for this run].")]
+RetryErrors = Annotated[bool, typer.Option(help="Also redo items whose earlier attempt with this config ended in "
+                                           "a final error row (retryable errors are always redone).")]
+Limit = Annotated[int | None, typer.Option(help="Process at most N pending items this run.")]
+
+
+def driver_config(executor: str, workers: int, ray_address: str | None, retry_errors: bool,
+                  limit: int | None, gpus_per_worker: float = 0.0) -> Any:
+    """The DriverConfig the shared options describe (a bad --executor or --workers is a one-line error)."""
+    from million_ird.driver import DriverConfig
+    from million_ird.executors import ExecutorConfig
+
+    try:
+        ex = ExecutorConfig(executor=executor, workers=workers, ray_address=ray_address,
+                            gpus_per_worker=gpus_per_worker)
+    except ValueError as exc:
+        fail(str(exc))
+    return DriverConfig(executor=ex, retry_errors=retry_errors, limit=limit)
+
+
+def echo_run(stats: dict[str, Any], skip: tuple[str, ...] = ()) -> None:
+    """Print a driver run's summary table, then its most common error reasons."""
+    from million_ird.summary import format_table
+
+    reasons = stats.get("error_reasons") or {}
+    shown = {k: v for k, v in stats.items() if k not in ("error_reasons", "fingerprints", *skip)}
+    typer.echo(format_table([shown]))
+    if reasons:
+        typer.echo(format_table([{"error": k, "rows": v} for k, v in reasons.items()]))

@@ -10,10 +10,10 @@ from typing import Annotated
 import typer
 
 from million_ird import testsets
-from million_ird.cli_common import fail, writes_store
-from million_ird.report import format_table
+from million_ird.cli.common import fail, writes_store
 from million_ird.stages import splits as S
 from million_ird.store import Store, StoreError, new_run_id
+from million_ird.summary import format_table
 
 log = logging.getLogger(__name__)
 EXPORTS = ("promptir", "dsrir", "mioir")

@@ -1,4 +1,4 @@
-"""Plain-text summary tables printed at the end of every command."""
+"""Plain-text summary tables printed at the end of every command (format_table)."""
 
 from __future__ import annotations
 

@@ -10,29 +10,43 @@ from typing import Annotated
 import numpy as np
 import typer
 
-from million_ird.cli_common import Manifest, existing_store, fail, writes_store
-from million_ird.report import format_table
+from million_ird.cli.common import (
+    Executor,
+    Limit,
+    Manifest,
+    RayAddress,
+    RetryErrors,
+    Workers,
+    driver_config,
+    echo_run,
+    existing_store,
+    fail,
+    writes_store,
+)
 from million_ird.store import StoreError
+from million_ird.summary import format_table
 
 log = logging.getLogger(__name__)
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 
 def score_command(
     manifest: Manifest,
     metrics: Annotated[str, typer.Option(help="Comma list of metrics: niqe, brisque, nima, or pyiqa:<name> "
                                          "(needs the pyiqa extra).")] = "niqe,brisque",
-    workers: Annotated[int, typer.Option(help="Worker processes (each scores whole images on one core).")] = 1,
+    workers: Workers = 1,
     device: Annotated[str, typer.Option(help="Device for NIMA/pyiqa: cpu or cuda[:N]; NIQE/BRISQUE always run on CPU.")] = "cpu",
     batch_size: Annotated[int, typer.Option(help="Images per NIMA forward pass.")] = 16,
     niqe_params: Annotated[Path | None, typer.Option(help="NIQE pristine model (.npz from `iqa fit-niqe`) "
                                                      "[default: LIVE's model shipped in the package].")] = None,
     nima_weights: Annotated[Path | None, typer.Option(help="NIMA weights file [default: "
                                                       "$MILLION_IRD_NIMA_DIR/nima_inception_resnet_v2.safetensors].")] = None,
-    retry_errors: Annotated[bool, typer.Option(help="Re-score images whose earlier attempt with this scorer "
-                                               "version ended in an error row.")] = False,
-    limit: Annotated[int | None, typer.Option(help="Score at most N pending images this run.")] = None,
+    retry_errors: RetryErrors = False,
+    limit: Limit = None,
+    executor: Executor = "local",
+    ray_address: RayAddress = None,
+    gpus_per_worker: Annotated[float, typer.Option(help="Ray: GPUs each worker declares (e.g. 1 for NIMA on "
+                                                   "GPU nodes; 0 keeps the stage on CPUs).")] = 0.0,
 ) -> None:
-    """Score every ok image with no-reference IQA metrics; appends to scores/ and resumes where it stopped."""
+    """Score every ok image with no-reference IQA metrics; one row per (image, metric); resumes per metric and config."""
     from million_ird.stages.score import ScoreConfig, run_score, usable_metrics
 
     names = tuple(m.strip() for m in metrics.split(",") if m.strip())
@@ -40,9 +54,13 @@ def score_command(
         fail("--metrics is empty; give e.g. niqe,brisque")
     if niqe_params is not None and not niqe_params.is_file():
         fail(f"--niqe-params {niqe_params}: no such file; create one with `million-ird iqa fit-niqe`")
-    cfg = ScoreConfig(metrics=names, workers=workers, device=device, batch_size=batch_size,
+    if device.startswith("cuda") and executor == "local" and workers > 1:
+        log.warning("%s: using one worker (a CUDA model is not shared across processes)", device)
+        workers = 1
+    cfg = ScoreConfig(metrics=names, device=device, batch_size=batch_size,
                       niqe_params=str(niqe_params) if niqe_params else None,
-                      nima_weights=str(nima_weights) if nima_weights else None, retry_errors=retry_errors, limit=limit)
+                      nima_weights=str(nima_weights) if nima_weights else None)
+    run = driver_config(executor, workers, ray_address, retry_errors, limit, gpus_per_worker)
     store = existing_store(manifest)
     progress = store.download_progress()
     try:
@@ -50,20 +68,15 @@ def score_command(
         blocker = progress.blocker(shlex.quote(str(manifest)))
         if blocker:
             fail(blocker)
-        stats = run_score(store, cfg)
+        stats = run_score(store, cfg, run)
     except (KeyError, StoreError, ImportError, ValueError) as exc:
         fail(str(exc).strip("'\""))
-    for metric, reason in stats["skipped_metrics"].items():
+    for metric, reason in stats.pop("skipped_metrics").items():
         typer.echo(f"{metric} skipped: {reason}")
-    reasons = stats.pop("error_reasons", {})
-    shown = {k: v for k, v in stats.items() if k not in ("skipped_metrics", "metrics")}
-    shown["metrics"] = ",".join(stats["metrics"]) or "(none)"
-    typer.echo(format_table([shown]))
-    if reasons:
-        typer.echo(format_table([{"error": k, "images": v} for k, v in reasons.items()]))
-    if stats["metrics"] and stats["pending"] == 0:
+    echo_run(stats)
+    if stats["pending"] == 0:
         what = "image" if progress.tried == progress.images else "downloaded image"
-        typer.echo(f"nothing to do: every {what} is already scored")
+        typer.echo(f"nothing to do: every {what} is already scored with these metrics and parameters")
     note = progress.note(shlex.quote(str(manifest)))
     if note:
         typer.echo(note)
@@ -109,11 +122,11 @@ def fit_niqe_command(
     """Refit the NIQE pristine model (36 features at 2 scales, mean + covariance) on your own images."""
     from tqdm import tqdm
 
+    from million_ird.images import IMAGE_SUFFIXES, is_image_file, read_image
     from million_ird.iqa.niqe import BLOCK as block
     from million_ird.iqa.niqe import fit_niqe
-    from million_ird.stages.score import load_image
 
-    files = sorted(p for p in pristine.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    files = sorted(p for p in pristine.rglob("*") if is_image_file(p))
     if not files:
         fail(f"--pristine {pristine}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found")
     used: list[Path] = []
@@ -121,7 +134,7 @@ def fit_niqe_command(
     def images():  # noqa: ANN202 - generator of arrays
         for f in tqdm(files, desc="fit-niqe", unit="img"):
             try:
-                img = load_image(f)
+                img = read_image(f)
             except ValueError as exc:
                 log.warning("skipping %s: %s", f, exc)
                 continue

@@ -1,0 +1,5 @@
+"""`python -m million_ird.cli`."""
+
+from million_ird.cli import app
+
+app()
