@@ -83,7 +83,7 @@ def utc_now() -> datetime:
 
 def new_run_id(command: str) -> str:
     """A sortable, unique id for one invocation of a command."""
-    return f"{utc_now():%Y%m%dT%H%M%SZ}-{command}-{uuid.uuid4().hex[:6]}"
+    return f"{utc_now():%Y%m%dT%H%M%S.%fZ}-{command}-{uuid.uuid4().hex[:6]}"  # microseconds: runs sort in order
 
 
 def conform(table: pa.Table, schema: pa.Schema, name: str) -> pa.Table:

@@ -1,4 +1,4 @@
-"""A small real dataset store for training tests: smooth textured PNG patches and pair rows."""
+"""A small real dataset store for training tests: smooth textured PNG patches in a tar shard, and pair rows."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ import numpy as np
 import pyarrow as pa
 
 import degradations
+from million_ird.images import encode_png
 from million_ird.schema import PAIRS, PATCHES
+from million_ird.shards import ShardWriter
 from million_ird.store import Store
 
 TRAIN_ARGS = ["--workers", "0", "--threads", "1", "--width", "8", "--crop", "32", "--batch-size", "4", "--device", "cpu",
@@ -40,11 +42,13 @@ def build_store(root: Path, n_patches: int = 6, n_pairs: int = 4, tasks: tuple[s
     store = Store(root)
     rng = np.random.default_rng(seed)
     patches = []
+    shards = ShardWriter(root, "files/patches/test", max_bytes=2**30)
     for i in range(n_patches):
-        rel = f"files/patches/p{i}.png"
-        write_png(root, rel, texture(rng, 64))
+        m = shards.add(f"img{i}_0_0.png", encode_png(texture(rng, 64)))
         patches.append({"patch_id": f"img{i}_0_0", "image_id": f"img{i}", "x": 0, "y": 0, "size": 64,
-                        "flat_ratio": 0.0, "kept": True, "path": rel})
+                        "flat_ratio": 0.0, "kept": True, "shard": m.shard, "member": m.member,
+                        "byte_offset": m.byte_offset, "nbytes": m.nbytes, "fingerprint": "test"})
+    shards.close()
     store.append("patches", pa.Table.from_pylist(patches, schema=PATCHES))
     pairs = []
     for i in range(n_pairs):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tarfile
 from pathlib import Path
 
 import cv2
@@ -10,9 +11,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from million_ird.driver import DriverConfig
 from million_ird.flat import flat_ratio
-from million_ird.stages.patches import PatchesConfig, grid, run_patches
+from million_ird.images import read_image
+from million_ird.stages.patches import SHARD_DIR, PatchesConfig, grid, run_patches
 from million_ird.store import Store, StoreError
+
+QUIET = DriverConfig(progress=False)
 
 
 def _texture(h: int, w: int, seed: int = 0, dtype: type = np.uint8) -> np.ndarray:
@@ -53,30 +58,77 @@ def _store_with(tmp_path: Path, images: dict[str, np.ndarray]) -> Store:
     return store
 
 
+def _pixels(store: Store, row: dict) -> np.ndarray:
+    """A kept patch read back by seeking to its bytes (BGR, like cv2.imread), checked against tarfile too."""
+    with tarfile.open(store.root / row["shard"]) as tar:
+        info = tar.getmember(row["member"])
+        assert (info.offset_data, info.size) == (row["byte_offset"], row["nbytes"])
+    rgb = read_image(f"{store.root / row['shard']}#{row['byte_offset']}+{row['nbytes']}")
+    return np.ascontiguousarray(rgb[..., ::-1])
+
+
 def test_patches_drop_flat_keep_pixels_and_resume(tmp_path: Path) -> None:
     left_flat = _texture(600, 1100, seed=2)
     left_flat[:, :560] = 77
     deep = _texture(520, 530, seed=3, dtype=np.uint16)
     store = _store_with(tmp_path, {"aa01": left_flat, "bb02": deep, "cc03": _texture(400, 900)})
-    counts = run_patches(store, PatchesConfig())
+    counts = run_patches(store, PatchesConfig(), QUIET)
     assert (counts["images"], counts["patches"], counts["kept"], counts["dropped_flat"]) == (2, 3, 2, 1)
+    assert counts["shards"] == 1 and counts["parts"] == 1
     rows = {r["patch_id"]: r for r in store.query("SELECT * FROM patches").to_pylist()}
-    assert not rows["aa01_44_38"]["kept"] and rows["aa01_44_38"]["path"] is None
-    kept = rows["aa01_44_550"]
-    saved = cv2.imread(str(store.root / kept["path"]), cv2.IMREAD_UNCHANGED)
-    assert np.array_equal(saved, left_flat[44:556, 550:1062])
-    saved16 = cv2.imread(str(store.root / rows["bb02_4_9"]["path"]), cv2.IMREAD_UNCHANGED)
+    assert not rows["aa01_44_38"]["kept"] and rows["aa01_44_38"]["shard"] is None
+    assert np.array_equal(_pixels(store, rows["aa01_44_550"]), left_flat[44:556, 550:1062])
+    saved16 = _pixels(store, rows["bb02_4_9"])
     assert saved16.dtype == np.uint16 and np.array_equal(saved16, deep[4:516, 9:521])
-    again = run_patches(store, PatchesConfig())
-    assert again["images"] == 0 and store.query("SELECT count(*) FROM patches").column(0)[0].as_py() == 3
+    again = run_patches(store, PatchesConfig(), QUIET)
+    assert again["pending"] == 0 and store.query("SELECT count(*) FROM patches").column(0)[0].as_py() == 3
+
+
+def test_a_new_size_cuts_again_and_the_latest_config_is_in_force(tmp_path: Path) -> None:
+    store = _store_with(tmp_path, {"aa01": _texture(600, 1100, seed=2)})
+    run_patches(store, PatchesConfig(), QUIET)
+    small = run_patches(store, PatchesConfig(size=256), QUIET)
+    assert small["pending"] == 1 and small["patches"] == 2 * 4
+    latest = store.query("SELECT DISTINCT size FROM latest_patches").column(0).to_pylist()
+    assert latest == [256]
+    back = run_patches(store, PatchesConfig(), QUIET)  # the 512 config again: nothing to cut, but back in force
+    assert back["pending"] == 0
+    assert store.query("SELECT DISTINCT size FROM latest_patches").column(0).to_pylist() == [512]
+    assert run_patches(store, PatchesConfig(max_flat=0.9), QUIET)["pending"] == 1  # detector settings count too
+
+
+def test_undecodable_image_gets_one_error_row_and_is_not_retried(tmp_path: Path) -> None:
+    store = _store_with(tmp_path, {"aa01": _texture(512, 512)})
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 64)
+    store.append("images", pa.Table.from_pylist([{"image_id": "zz09", "source": "test", "path": str(bad)}]))
+    store.append("downloads", pa.Table.from_pylist([{"image_id": "zz09", "status": "ok", "path": str(bad),
+                                                     "width": 600, "height": 600, "attempt": 1}]))
+    stats = run_patches(store, PatchesConfig(), QUIET)
+    assert stats["pending"] == 2 and stats["errors"] == 1
+    err = store.query("SELECT * FROM patches WHERE image_id = 'zz09'").to_pylist()
+    assert len(err) == 1 and "cannot decode" in err[0]["error"] and not err[0]["kept"] and err[0]["patch_id"] is None
+    assert run_patches(store, PatchesConfig(), QUIET)["pending"] == 0
+    assert run_patches(store, PatchesConfig(), DriverConfig(progress=False, retry_errors=True))["pending"] == 1
+
+
+def test_orphan_shards_of_a_killed_run_are_removed(tmp_path: Path) -> None:
+    store = _store_with(tmp_path, {"aa01": _texture(512, 512)})
+    orphan = store.root / SHARD_DIR / "x" / "dead.tar"
+    orphan.parent.mkdir(parents=True)
+    orphan.write_bytes(b"\0" * 1024)
+    stats = run_patches(store, PatchesConfig(), QUIET)
+    assert stats["orphan_shards_removed"] == 1 and not orphan.exists()
+    kept = store.query("SELECT shard FROM patches WHERE kept").column(0).to_pylist()
+    assert all((store.root / s).is_file() for s in kept)
 
 
 def test_selection_limits_the_images(tmp_path: Path) -> None:
     store = _store_with(tmp_path, {"aa01": _texture(512, 512), "bb02": _texture(512, 512, seed=5)})
     with pytest.raises(StoreError, match="no selection 'keep'"):
-        run_patches(store, PatchesConfig(selection="keep"))
+        run_patches(store, PatchesConfig(selection="keep"), QUIET)
     sel = store.root / "selections" / "keep"
     sel.mkdir(parents=True)
     pq.write_table(pa.table({"image_id": ["bb02"], "selection": ["keep"]}), sel / "part-0.parquet")
-    assert run_patches(store, PatchesConfig(selection="keep"))["images"] == 1
+    assert run_patches(store, PatchesConfig(selection="keep"), QUIET)["images"] == 1
     assert store.query("SELECT DISTINCT image_id FROM patches").column(0).to_pylist() == ["bb02"]

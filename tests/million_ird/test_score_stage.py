@@ -13,9 +13,12 @@ import typer
 from typer.testing import CliRunner
 
 from million_ird import iqa
+from million_ird.iqa import registry
 from million_ird.cli.iqa import register
+from million_ird.driver import DriverConfig
+from million_ird.executors import ExecutorConfig
 from million_ird.images import read_image as load_image
-from million_ird.stages.score import ScoreConfig, run_score
+from million_ird.stages.score import ScoreConfig, is_retryable, metric_fingerprint, run_score
 from million_ird.store import Store
 
 
@@ -40,44 +43,68 @@ def make_store(root: Path) -> Store:
     return store
 
 
-def scores(store: Store) -> dict[str, dict]:
-    """Latest scores rows by image id."""
+def scores(store: Store) -> dict[tuple[str, str], dict]:
+    """Scores rows by (image id, metric), later rows replacing earlier ones."""
     rows = store.query("SELECT * FROM scores ORDER BY scored_at").to_pylist()
-    return {r["image_id"]: r for r in rows}
+    return {(r["image_id"], r["metric"]): r for r in rows}
+
+
+QUIET = DriverConfig(progress=False)
 
 
 def test_scores_errors_and_resume(tmp_path: Path) -> None:
     store = make_store(tmp_path / "store")
-    stats = run_score(store, ScoreConfig(), progress=False)
-    assert stats["pending"] == 5 and stats["scored"] == 3 and stats["errors"] == 2
+    stats = run_score(store, ScoreConfig(), QUIET)
+    # 5 ok images x 2 metrics; errors: corrupt (both metrics), tiny (NIQE only: BRISQUE still scores it)
+    assert stats["pending"] == 5 and stats["rows"] == 10 and stats["errors"] == 3
     got = scores(store)
-    assert set(got) == {"astro", "chelsea", "camera16", "tiny", "corrupt"}  # the failed download is not scored
+    assert {i for i, _ in got} == {"astro", "chelsea", "camera16", "tiny", "corrupt"}  # a failed download: no row
     files = {"astro": "astro.png", "chelsea": "chelsea.jpg", "camera16": "camera16.png"}
     for image_id, name in files.items():
         img = load_image(store.root / "files" / name)
-        assert got[image_id]["niqe"] == iqa.get("niqe").score(img)
-        assert got[image_id]["brisque"] == iqa.get("brisque").score(img)
-        assert got[image_id]["error"] is None and got[image_id]["metrics"] == "niqe,brisque"
-        assert len(got[image_id]["params_sha256"].split(",")) == 2 and got[image_id]["seconds"] > 0
-    assert "96x96" in got["tiny"]["error"] and got["tiny"]["niqe"] is None
-    assert "cannot decode" in got["corrupt"]["error"]
+        for metric in ("niqe", "brisque"):
+            row = got[(image_id, metric)]
+            assert row["value"] == iqa.get(metric).score(img) and row["error"] is None and row["seconds"] > 0
+            assert row["fingerprint"] == metric_fingerprint(iqa.get(metric)) and row["version"]
+    assert "96x96" in got[("tiny", "niqe")]["error"] and got[("tiny", "niqe")]["value"] is None
+    assert got[("tiny", "brisque")]["value"] is not None  # one metric failing never drops another's value
+    assert "cannot decode" in got[("corrupt", "brisque")]["error"] and got[("corrupt", "niqe")]["retryable"] is False
     parts = store.parts("scores")
-    again = run_score(store, ScoreConfig(), progress=False)
+    again = run_score(store, ScoreConfig(), QUIET)
     assert again["pending"] == 0 and store.parts("scores") == parts  # a re-run is a no-op
-    assert run_score(store, ScoreConfig(metrics=("niqe",)), progress=False)["pending"] == 0
-    retry = run_score(store, ScoreConfig(retry_errors=True), progress=False)
-    assert retry["pending"] == 2 and retry["errors"] == 2
-    cat = {r["image_id"]: r for r in store.query("SELECT image_id, niqe FROM catalog").to_pylist()}
-    assert cat["astro"]["niqe"] == got["astro"]["niqe"] and cat["tiny"]["niqe"] is None
+    assert run_score(store, ScoreConfig(metrics=("niqe",)), QUIET)["pending"] == 0
+    retry = run_score(store, ScoreConfig(), DriverConfig(progress=False, retry_errors=True))
+    assert retry["pending"] == 2 and retry["errors"] == 3
+    cat = {r["image_id"]: r for r in store.query("SELECT image_id, niqe, brisque FROM catalog").to_pylist()}
+    assert cat["astro"]["niqe"] == got[("astro", "niqe")]["value"] and cat["tiny"]["niqe"] is None
+    assert cat["tiny"]["brisque"] == got[("tiny", "brisque")]["value"]
+
+
+def test_retryable_errors_are_tried_again(tmp_path: Path) -> None:
+    """A device error (CUDA out of memory) is retryable: the next run scores it again; a final error is not."""
+    assert is_retryable(RuntimeError("CUDA out of memory. Tried to allocate 2 GiB"))
+    assert not is_retryable(ValueError("image is 60x40")) and not is_retryable(RuntimeError("singular matrix"))
+    store = make_store(tmp_path / "store")
+    brisque = iqa.get("brisque")
+    row = {"metric": "brisque", "version": brisque.full_version, "params_sha256": brisque.params_sha256,
+           "fingerprint": metric_fingerprint(brisque), "run_id": "earlier"}
+    store.append("scores", pa.Table.from_pylist([
+        row | {"image_id": "astro", "error": "RuntimeError: CUDA out of memory", "retryable": True},
+        row | {"image_id": "chelsea", "error": "ValueError: something final", "retryable": False}]))
+    stats = run_score(store, ScoreConfig(metrics=("brisque",)), QUIET)
+    assert stats["pending"] == 4  # astro (retryable), camera16, tiny, corrupt; not chelsea (a final error)
+    cat = {r["image_id"]: r["brisque"] for r in store.query("SELECT image_id, brisque FROM catalog").to_pylist()}
+    assert cat["astro"] is not None and cat["chelsea"] is None
 
 
 def test_workers_give_the_same_scores(tmp_path: Path) -> None:
     one = make_store(tmp_path / "one")
     two = make_store(tmp_path / "two")
-    run_score(one, ScoreConfig(metrics=("brisque",)), progress=False)
-    run_score(two, ScoreConfig(metrics=("brisque",), workers=2, images_per_task=1), progress=False)
+    run_score(one, ScoreConfig(metrics=("brisque",)), QUIET)
+    run_score(two, ScoreConfig(metrics=("brisque",), images_per_task=1),
+              DriverConfig(executor=ExecutorConfig(workers=2), progress=False))
     a, b = scores(one), scores(two)
-    assert {k: v["brisque"] for k, v in a.items()} == {k: v["brisque"] for k, v in b.items()}
+    assert {k: v["value"] for k, v in a.items()} == {k: v["value"] for k, v in b.items()}
 
 
 def _app() -> typer.Typer:
@@ -130,8 +157,23 @@ def test_fit_niqe_cli_and_scoring_with_the_fitted_model(tmp_path: Path) -> None:
     assert m.score(clean) < m.score(noisy)
 
 
-def test_metric_without_a_scores_column_is_refused(tmp_path: Path) -> None:
+def test_any_registered_metric_gets_rows_and_a_catalog_column(tmp_path: Path) -> None:
+    """A metric added to the registry needs no schema edit: its rows go in the long table, catalog pivots it."""
+
+    @iqa.register("mean_luma_test")
+    class MeanLuma(iqa.Metric):
+        """The mean of the gray image (a stand-in for a newly registered metric)."""
+
+        version = "1"
+
+        def score(self, img: np.ndarray) -> float:
+            """Mean gray level."""
+            return float(np.mean(img))
+
     store = make_store(tmp_path / "s")
-    with pytest.raises(ValueError, match="no column in the scores table"):
-        run_score(store, ScoreConfig(metrics=("niqe", "pyiqa:musiq")), progress=False)
-    assert store.parts("scores") == []
+    try:
+        run_score(store, ScoreConfig(metrics=("mean_luma_test",)), QUIET)
+    finally:
+        registry._REGISTRY.pop("mean_luma_test")  # leave the registry as other tests expect it
+    cat = {r["image_id"]: r for r in store.query('SELECT image_id, "mean_luma_test" FROM catalog').to_pylist()}
+    assert cat["tiny"]["mean_luma_test"] > 0 and cat["failed"]["mean_luma_test"] is None
