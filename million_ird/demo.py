@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import shlex
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,14 +20,11 @@ from PIL import Image
 
 from million_ird.httpserver import LocalServer, Response
 from million_ird.lock import LOCK_NAME
-from million_ird.sources.common import IngestConfig
-from million_ird.sources.ingest import IngestInputs, ingest
-from million_ird.stages.download import DownloadConfig, download
 from million_ird.store import Store, StoreError
-from million_ird.summary import format_table
 
 SAMPLE = Path(__file__).resolve().parents[1] / "manifests" / "demo"
 DEFAULT_OUT = SAMPLE / "store"  # `python -m dynet_ref.train --data manifests/` finds it there
+RECIPE = SAMPLE / "recipe.yaml"
 TRAIN_CONFIG = "train.yaml"  # the trainer applies a store's own train.yaml over its defaults
 DEMO_HOST = "demo.million-ird.invalid"
 DEMO_BASE = f"http://{DEMO_HOST}"
@@ -94,8 +92,9 @@ def _laion_shard(routes: dict[str, Response], photos: Path, path: Path) -> Path:
     return path
 
 
-def run_demo(cfg: DemoConfig, echo: Callable[[str], None]) -> Store:
-    """Ingest, download and verify the sample (the CLI then scores, filters and splits it)."""
+@contextmanager
+def prepare_demo(cfg: DemoConfig, echo: Callable[[str], None]) -> Iterator[tuple[Store, str]]:
+    """A fresh demo store with the recipe's inputs under inputs/, and the local server (yields store, proxy URL)."""
     store = _prepare(cfg)
     photos = cfg.sample / "photos"
     local = store.root / "inputs" / "DIV2K-sample"
@@ -105,16 +104,9 @@ def run_demo(cfg: DemoConfig, echo: Callable[[str], None]) -> Store:
     routes = _routes(photos)
     shard = _laion_shard(routes, photos, store.root / "inputs" / "laion-hr-demo.parquet")
     with LocalServer(routes, proxy_hosts=(DEMO_HOST,)) as server:
-        echo(f"== ingest {shard.name} ({DEMO_BASE}/..., served by {server.base_url} as the download's proxy)")
-        stats = ingest(store, IngestInputs(parquet=(shard,)), IngestConfig(source="laion-hr"))
-        echo(format_table([{k: v for k, v in stats.items() if k != "rejected_by_reason"}]))
-        echo("== ingest local folder DIV2K-sample")
-        stats = ingest(store, IngestInputs(folder=local), IngestConfig(source="DIV2K"))
-        echo(format_table([{k: v for k, v in stats.items() if k != "rejected_by_reason"}]))
-        echo("== download + verify")
-        stats = download(store, DownloadConfig(threads=8, timeout=5, http_proxy=server.base_url))
-        echo(format_table([{k: v for k, v in stats.items() if k != "errors"}]))
-    return store
+        echo(f"== demo inputs: {shard.name} ({DEMO_BASE}/..., served by {server.base_url} as the download's "
+             f"proxy) and the folder {local.name}")
+        yield store, server.base_url
 
 
 def copy_train_config(cfg: DemoConfig, store: Store) -> Path | None:

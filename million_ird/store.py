@@ -29,6 +29,7 @@ PART_GLOB = "part-*.parquet"
 JOURNAL = "_compaction.json"  # see million_ird.compact
 TRAINING_DIR = "training"  # dynet_ref.train run folders (not under the store lock)
 # libraries whose version can change the bytes or numbers a stage writes
+RUN_CONTEXT: dict[str, str] = {}  # added to every run record while set (build: the recipe's name and sha256)
 RECORDED_DISTRIBUTIONS = ("duckdb", "pyarrow", "img2dataset", "numpy", "opencv-python-headless", "pillow",
                           "scipy", "torch")
 
@@ -317,5 +318,6 @@ class Store:
         """Record the resolved config, stats and code versions of one command under runs/."""
         cfg = plain(config)
         record = {"command": command, "run_id": run_id, "finished_at": utc_now().isoformat(),
-                  "manifest": str(self.root), "config": cfg, "stats": stats, "versions": code_version()}
+                  "manifest": str(self.root), "config": cfg, "stats": stats, "versions": code_version(),
+                  **RUN_CONTEXT}
         return write_json_atomic(record, self.root / "runs" / f"{run_id}.json")

@@ -8,7 +8,6 @@ from typing import Annotated
 import typer
 
 from million_ird.cli.common import fail, writes_store
-from million_ird.sources.common import IngestError
 from million_ird.store import StoreError
 
 
@@ -18,15 +17,6 @@ def _demo_root(out: Path | None) -> Path:
     return demo_root(out)
 
 
-DEMO_STEPS = (
-    ("score", "--metrics", "niqe,brisque"),
-    ("filter", "--niqe", "5", "--brisque", "35", "--min-side", "256", "--name", "demo", "--replace"),
-    ("patches", "--selection", "demo", "--size", "256"),  # the sample photos are small: 256² patches
-    ("splits", "--recipe", "synthetic"),
-    ("stats",),
-)
-
-
 @writes_store(lambda params: _demo_root(params["out"]), creates=True)
 def demo(
     out: Annotated[Path | None, typer.Option(help="Where to build the demo dataset store [default: manifests/demo/store "
@@ -34,19 +24,26 @@ def demo(
                                              "manifests/` finds it].")] = None,
     keep: Annotated[bool, typer.Option(help="Keep an existing --out folder instead of starting fresh.")] = False,
 ) -> None:
-    """Run the whole pipeline on the bundled sample, served from a local HTTP server (no network needed)."""
-    from million_ird.cli import app as main_app  # the package imports this module: resolved at call time
-    from million_ird.demo import DEFAULT_OUT, DemoConfig, copy_train_config, run_demo, train_command
+    """Build the bundled sample's recipe (manifests/demo/recipe.yaml), served from a local HTTP server (no network)."""
+    from million_ird.cli import app  # the package imports this module: resolved at call time
+    from million_ird.cli.build import run_recipe
+    from million_ird.demo import (
+        DEFAULT_OUT,
+        RECIPE,
+        DemoConfig,
+        copy_train_config,
+        prepare_demo,
+        train_command,
+    )
 
     cfg = DemoConfig(out=out or DEFAULT_OUT, fresh=not keep)
     try:
-        store = run_demo(cfg, echo=typer.echo)
-    except (IngestError, StoreError) as exc:
+        with prepare_demo(cfg, echo=typer.echo) as (store, proxy):
+            run_recipe(RECIPE, store.root, store.root / "inputs", extra={"download": ["--http-proxy", proxy]})
+    except StoreError as exc:
         fail(str(exc))
-    for step in DEMO_STEPS:
-        args = [step[0], "--manifest", str(store.root), *step[1:]]
-        typer.echo(f"\n== million-ird {' '.join(args)}")
-        main_app(args, standalone_mode=False)
+    typer.echo("")
+    app(["stats", "--manifest", str(store.root)], standalone_mode=False)
     settings = copy_train_config(cfg, store)
     typer.echo(f"\nDemo store: {store.root}" + (f" (training settings: {settings})" if settings else ""))
     typer.echo(f"Try: million-ird query --manifest {store.root} "

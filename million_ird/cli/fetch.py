@@ -58,13 +58,14 @@ def download(
     retries: Annotated[int, typer.Option(help="Maximum attempts per image across runs; each run tries every pending row once.")] = 3,
     shard_size: Annotated[int, typer.Option(help="Rows per img2dataset shard (the unit of progress and of crash loss).")] = 500,
     max_pixels: Annotated[int, typer.Option(help="Decompression-bomb guard: fail images with more pixels than this, unread.")] = 200_000_000,
+    http_proxy: Annotated[str | None, typer.Option(help="Send http:// requests through this proxy (e.g. http://proxy:3128).")] = None,
 ) -> None:
     """Fetch originals byte-for-byte with img2dataset, verify each, record outcomes; safe to re-run."""
     from million_ird.stages.download import DownloadConfig
     from million_ird.stages.download import download as run_download
 
     cfg = DownloadConfig(processes=processes, threads=threads, timeout=timeout, retries=retries,
-                         shard_size=shard_size, max_pixels=max_pixels)
+                         shard_size=shard_size, max_pixels=max_pixels, http_proxy=http_proxy)
     try:
         stats = run_download(existing_store(manifest), cfg)
     except StoreError as exc:
