@@ -37,11 +37,13 @@ LATEST_DOWNLOADS = """
 SELECT * FROM downloads
 QUALIFY row_number() OVER (PARTITION BY image_id ORDER BY (status = 'ok') DESC, attempt DESC, finished_at DESC) = 1
 """
-# Per (image, metric): the value of the most recent successful row (latest scored_at, then run_id; a
-# row without scored_at counts as oldest). A later run of other metrics or an error row never blanks a
-# value. One hash aggregate: stays fast at millions of images.
+# Per (image, metric): the value of the config in force (the metric's fingerprint in its latest score run),
+# else of the most recent successful row (latest scored_at, then run_id; a row without scored_at counts as
+# oldest). A later run of other metrics or an error row never blanks a value. One hash aggregate.
 LATEST_SCORE_VALUES = """
-SELECT image_id, metric, arg_max(value, (coalesce(scored_at, TIMESTAMPTZ '-infinity'), coalesce(run_id, ''))) AS value
+SELECT image_id, metric,
+       arg_max(value, (fingerprint IN ({current}), coalesce(scored_at, TIMESTAMPTZ '-infinity'),
+                       coalesce(run_id, ''))) AS value
 FROM scores WHERE error IS NULL AND value IS NOT NULL
 GROUP BY image_id, metric
 """
@@ -255,27 +257,30 @@ class Store:
             con.execute(f"CREATE VIEW {name} AS SELECT * FROM _empty_{name}")
 
     def current_fingerprints(self, command: str, per: str | None = None) -> list[str]:
-        """The fingerprints in force for `command`: its latest run's (one per value of config key `per`)."""
-        found: dict[Any, str] = {}
+        """The fingerprints in force for `command`: per unit (a metric, say), the one of its latest run
+        (one per value of config key `per`, e.g. per split recipe)."""
+        found: dict[tuple[Any, str], str] = {}
         for record in sorted((self.root / "runs").glob(f"*-{command}-*.json"), reverse=True):
             try:
                 cfg = json.loads(record.read_text()).get("config") or {}
             except (OSError, ValueError):
                 continue
-            fps = cfg.get("fingerprints") or {}
             group = (cfg.get("stage") or {}).get(per) if per else None
-            if len(fps) == 1 and group not in found:
-                found[group] = next(iter(fps.values()))
-            if per is None and found:
-                break
+            for unit, fp in (cfg.get("fingerprints") or {}).items():
+                found.setdefault((group, unit), fp)
         return list(found.values())
+
+    def check_layout(self) -> None:
+        """Refuse part files written by an older layout, saying how to bring the store up to date."""
+        for table in ("scores", "patches"):
+            self._check_schema(table, self.parts(table))
 
     def _check_schema(self, table: str, files: list[Path]) -> None:
         """Refuse part files written by an older layout of `table`, saying how to bring the store up to date."""
-        if table == "scores" and files and "metric" not in pq.read_schema(files[0]).names:
+        if table == "scores" and any("metric" not in pq.read_schema(f).names for f in files):
             raise StoreError(f"{self.root}: scores were written by million-ird 0.2 (one column per metric); run "
                              f"`million-ird migrate --manifest {self.root}` once to convert them (nothing is lost)")
-        if table == "patches" and files and "fingerprint" not in pq.read_schema(files[0]).names:
+        if table == "patches" and any("fingerprint" not in pq.read_schema(f).names for f in files):
             raise StoreError(f"{self.root}: patches were written by million-ird 0.2 (loose PNG files); delete "
                              f"{self.root / 'patches'} and {self.files_dir / 'patches'} and run `million-ird patches` "
                              "again (it writes tar shards now)")
@@ -289,7 +294,8 @@ class Store:
             self._create_view(con, table, files, schema)
         self._create_view(con, "selections", sorted((self.root / "selections").glob(f"*/{PART_GLOB}")), SELECTIONS)
         con.execute(f"CREATE VIEW latest_downloads AS {LATEST_DOWNLOADS}")
-        con.execute(f"CREATE VIEW latest_score_values AS {LATEST_SCORE_VALUES}")
+        in_force = ", ".join(_literal(f) for f in self.current_fingerprints("score")) or "NULL"
+        con.execute(f"CREATE VIEW latest_score_values AS {LATEST_SCORE_VALUES.format(current=in_force)}")
         metrics = list(PIVOTED_METRICS) + sorted(
             {r[0] for r in con.execute("SELECT DISTINCT metric FROM scores").fetchall()} - set(PIVOTED_METRICS))
         pivot = ", ".join(f"any_value(value) FILTER (WHERE metric = '{m.replace(chr(39), chr(39) * 2)}') AS "

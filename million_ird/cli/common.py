@@ -29,11 +29,16 @@ def fail(message: str) -> NoReturn:
     raise typer.Exit(2)
 
 
-def existing_store(manifest: Path) -> Store:
-    """The store at `manifest`, or a one-line error when there is none yet."""
+def existing_store(manifest: Path, check_layout: bool = True) -> Store:
+    """The store at `manifest`, or a one-line error when there is none yet (or it needs `migrate`)."""
     store = Store(manifest)
     if not store.root.is_dir():
         fail(f"{store.root}: no dataset directory here; run `million-ird ingest --manifest DIR ...` first")
+    try:
+        if check_layout:
+            store.check_layout()
+    except StoreError as exc:
+        fail(str(exc))
     return store
 
 
@@ -57,7 +62,7 @@ def locked_store(manifest: Path, *, wait: bool = False, creates: bool = False) -
     if creates:
         root.mkdir(parents=True, exist_ok=True)
     else:
-        existing_store(root)
+        existing_store(root, check_layout=False)  # the command checks the layout (migrate must not)
     with ExitStack() as stack:
         try:
             lock = stack.enter_context(store_lock(root, wait=wait, on_wait=lambda line: typer.echo(line, err=True),

@@ -42,7 +42,7 @@ def demo(
             run_recipe(RECIPE, store.root, store.root / "inputs", extra={"download": ["--http-proxy", proxy]})
     except StoreError as exc:
         fail(str(exc))
-    typer.echo("")
+    typer.echo(f"\n== million-ird stats --manifest {store.root}")
     app(["stats", "--manifest", str(store.root)], standalone_mode=False)
     settings = copy_train_config(cfg, store)
     typer.echo(f"\nDemo store: {store.root}" + (f" (training settings: {settings})" if settings else ""))

@@ -28,7 +28,7 @@ def migrate(manifest: Manifest) -> None:
     from million_ird.compact import recover
     from million_ird.migrate import migrate_scores
 
-    store = existing_store(manifest)
+    store = existing_store(manifest, check_layout=False)
     recover(store)
     stats = migrate_scores(store)
     typer.echo(format_table([{"table": "scores", **stats}]))

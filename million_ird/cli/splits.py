@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from pathlib import Path
@@ -9,8 +10,10 @@ from typing import Annotated
 
 import typer
 
-from million_ird import testsets
-from million_ird.cli.common import fail, writes_store
+from million_ird import pair_exports
+from million_ird.cli.common import Executor, RayAddress, Workers, driver_config, fail, writes_store
+from million_ird.sources.benchmarks import LayoutError
+from million_ird.stages import split_plan as P
 from million_ird.stages import splits as S
 from million_ird.store import Store, StoreError, new_run_id
 from million_ird.summary import format_table
@@ -20,29 +23,36 @@ EXPORTS = ("promptir", "dsrir", "mioir")
 
 
 def _export(store: Store, recipe: str, kinds: list[str], out: Path, seed: int) -> dict[str, dict[str, int]]:
-    rows = list(S.iter_rows(store, recipe))
+    """Export the recipe's pairs in force (`latest_pairs`) in each layout of `kinds`; records a splits-export run."""
+    rows = S.iter_rows(store, recipe)
     if not rows:
         fail(f"no pairs for recipe {recipe!r} in {store.root}; run `million-ird splits --recipe {recipe}` first")
+    res = functools.partial(S.resolve, store.root)
     done = {}
     for kind in kinds:
-        def res(p: str) -> Path:
-            return S.resolve(store, p)
         if kind == "promptir":
-            done[kind] = testsets.export_promptir(rows, res, out / "promptir", lambda row: S.rederive(store, row))
+            done[kind] = pair_exports.export_promptir(rows, res, out / "promptir", lambda row: S.rederive(store, row))
         elif kind == "dsrir":
-            done[kind] = testsets.export_dsrir(rows, res, out / "dsrir", seed)
+            done[kind] = pair_exports.export_dsrir(rows, res, out / "dsrir", seed)
         else:
-            done[kind] = testsets.export_mioir(rows, res, out / "mioir")
+            done[kind] = pair_exports.export_mioir(rows, res, out / "mioir")
+    store.save_run("splits-export", new_run_id("splits-export"),
+                   {"recipe": recipe, "kinds": kinds, "out": out, "seed": seed}, done)
     return done
 
 
-def _verify(store: Store, recipe: str, run_id: str) -> None:
+def _verify(store: Store, recipe: str) -> None:
     checked, problems = S.verify(store, recipe)
     typer.echo(format_table([{"recipe": recipe, "pairs checked": checked, "mismatches": len(problems)}]))
     for pair_id, why in problems[:50]:
         typer.echo(f"MISMATCH {pair_id}: {why}")
-    store.save_run("splits-verify", run_id, {"recipe": recipe}, {"checked": checked, "mismatches": len(problems)})
+    store.save_run("splits-verify", new_run_id("splits-verify"), {"recipe": recipe},
+                   {"checked": checked, "mismatches": len(problems)})
     raise typer.Exit(1 if problems else 0)
+
+
+def _absolute(path: Path | None) -> Path | None:
+    return None if path is None else path.resolve()
 
 
 def register(app: typer.Typer) -> None:
@@ -72,42 +82,41 @@ def register(app: typer.Typer) -> None:
         rain_preset: Annotated[str, typer.Option(help="Synthetic recipe: rain preset (rain100l, light, medium, heavy).")] = "rain100l",
         digest: Annotated[bool, typer.Option(help="Also store pixel digests of on-the-fly training pairs (slower).")] = False,
         limit: Annotated[int | None, typer.Option(help="Synthetic recipe: use at most N source images.")] = None,
-        verify: Annotated[bool, typer.Option("--verify", help="Only re-check existing pairs (files, sha256, "
+        verify: Annotated[bool, typer.Option("--verify", help="Only re-check the pairs in force (files, sha256, "
                                              "re-derived pixels); exit 1 on any mismatch.")] = False,
-        export: Annotated[list[str] | None, typer.Option(help="Export the recipe's pairs: promptir, dsrir, mioir "
-                                                         "(repeatable); written under --export-dir.")] = None,
+        export: Annotated[list[str] | None, typer.Option(help="Export the recipe's pairs in force: promptir, dsrir, "
+                                                         "mioir (repeatable); written under --export-dir.")] = None,
         export_dir: Annotated[Path | None, typer.Option(help="Folder for exports [default: DIR/exports/RECIPE].")] = None,
+        workers: Workers = 1,
+        executor: Executor = "local",
+        ray_address: RayAddress = None,
     ) -> None:
-        """Write the all-in-one train/test pairs (or a synthetic split), verify them, or export them."""
-        if recipe not in S.RECIPES:
-            fail(f"--recipe {recipe!r}: use one of {', '.join(S.RECIPES)}")
+        """Write the all-in-one train/test pairs (or a synthetic split), verify them, or export them; resumes by config."""
+        if recipe not in P.RECIPES:
+            fail(f"--recipe {recipe!r}: use one of {', '.join(P.RECIPES)}")
         bad = sorted(set(export or ()) - set(EXPORTS))
         if bad:
             fail(f"--export {bad[0]!r}: use one of {', '.join(EXPORTS)}")
         store = Store(manifest)
-        run_id = new_run_id("splits")
         if verify:
-            _verify(store, recipe, run_id)
+            _verify(store, recipe)
         try:
             sig = tuple(float(s) for s in sigmas.split(",") if s.strip())
         except ValueError:
             fail(f"--sigmas {sigmas!r}: give a comma list of numbers, e.g. 15,25,50")
-        cfg = S.SplitsConfig(recipe, seed, sig, rounding, test_fraction, rain_preset, digest or recipe == "synthetic",
-                             limit)
-        paths = S.BenchmarkPaths(tuple(denoise_train or ()), rain100l, reside_ots, sots, bsd68, urban100)
+        paths = P.BenchmarkPaths(tuple(p.resolve() for p in denoise_train or ()), _absolute(rain100l),
+                                 _absolute(reside_ots), _absolute(sots), _absolute(bsd68), _absolute(urban100))
+        cfg = P.SplitsConfig(recipe=recipe, seed=seed, sigmas=sig, noise_rounding=rounding, test_fraction=test_fraction,
+                             rain_preset=rain_preset, digest_on_the_fly=digest or recipe == "synthetic", limit=limit,
+                             paths=paths)
+        run = driver_config(executor, workers, ray_address, False, None)
         try:
-            if recipe == "synthetic":
-                plan, counts = S.plan_synthetic(store, cfg)
-            else:
-                plan, counts = S.plan_all_in_one(paths, cfg)
-            typer.echo(format_table(S.counts_table(counts)))
-            written = S.write_pairs(store, plan, cfg, run_id)
+            planned, counts = P.plan_pairs(store, cfg)
+            typer.echo(format_table(P.counts_table(counts)))
+            stats = S.run_splits(store, cfg, planned, run)
             exported = _export(store, recipe, export, export_dir or store.root / "exports" / recipe, seed) if export else {}
-        except (testsets.LayoutError, S.SplitError, StoreError) as exc:
+        except (LayoutError, P.SplitError, StoreError) as exc:
             fail(str(exc))
-        typer.echo(format_table(S.summary_rows(written)))
+        typer.echo(format_table(S.summary_rows(store, stats)))
         for kind, c in exported.items():
             typer.echo(f"export {kind}: {json.dumps(c, sort_keys=True)}")
-        store.save_run("splits", run_id, cfg, {"found": counts, "exports": exported,
-                                               "written": {f"{s}/{t}": n for (s, t), n in written.items()},
-                                               "paths": {k: str(v) for k, v in vars(paths).items()}})

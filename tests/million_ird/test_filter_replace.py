@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from million_ird.cli import app
 from million_ird.filter import FilterConfig, exchange_dirs, run_filter
+from million_ird.schema import SCORES
 from million_ird.store import Store, StoreError
 
 NIQE = {"a": 2.0, "b": 3.5, "c": 4.5, "d": 6.0}  # all 2000x1500, BRISQUE 20
@@ -23,9 +24,10 @@ def make_store(root: Path) -> Store:
     store.append("downloads", pa.Table.from_pylist(
         [{"image_id": k, "status": "ok", "path": f"files/{k}.png", "width": 2000, "height": 1500, "attempt": 1}
          for k in NIQE]))
+    at = datetime(2025, 1, 1, tzinfo=timezone.utc)
     store.append("scores", pa.Table.from_pylist(
-        [{"image_id": k, "niqe": v, "brisque": 20.0, "metrics": "niqe,brisque",
-          "scored_at": datetime(2025, 1, 1, tzinfo=timezone.utc)} for k, v in NIQE.items()]))
+        [{"image_id": k, "metric": m, "value": value, "fingerprint": f"hand-{m}", "scored_at": at}
+         for k, v in NIQE.items() for m, value in (("niqe", v), ("brisque", 20.0))], schema=SCORES))
     return store
 
 

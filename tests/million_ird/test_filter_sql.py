@@ -10,6 +10,7 @@ import pyarrow as pa
 import pytest
 
 from million_ird.filter import FilterConfig, build_sql, run_filter
+from million_ird.schema import SCORES
 from million_ird.store import Store, StoreError
 
 T0 = datetime(2025, 1, 1, tzinfo=timezone.utc)
@@ -24,6 +25,12 @@ ROWS = {
 }
 
 
+def score_rows(image_id: str, at: datetime, error: str | None = None, **values: float | None) -> list[dict]:
+    """One long `scores` row per metric (an error row per metric when `error` is given)."""
+    return [{"image_id": image_id, "metric": m, "value": v, "fingerprint": f"hand-{m}", "error": error,
+             "retryable": None if error is None else False, "scored_at": at} for m, v in values.items()]
+
+
 def make_store(root: Path) -> Store:
     store = Store(root)
     store.append("images", pa.Table.from_pylist([{"image_id": k, "source": v[0]} for k, v in ROWS.items()]
@@ -31,13 +38,12 @@ def make_store(root: Path) -> Store:
     store.append("downloads", pa.Table.from_pylist(
         [{"image_id": k, "status": "ok", "path": f"files/{k}.png", "width": v[1], "height": v[2], "attempt": 1}
          for k, v in ROWS.items()] + [{"image_id": "x", "status": "failed", "attempt": 1, "error": "HTTP 404"}]))
-    rows = [{"image_id": k, "niqe": v[3], "brisque": v[4], "nima": v[5], "metrics": "niqe,brisque,nima",
-             "error": None, "scored_at": T0} for k, v in ROWS.items() if v[3] is not None]
-    # an older row that would keep "b" and a newer error row for "a": neither may count
-    rows.append({"image_id": "b", "niqe": 1.0, "brisque": 1.0, "nima": 9.0, "metrics": "niqe,brisque,nima",
-                 "scored_at": T0 - timedelta(days=1)})
-    rows.append({"image_id": "a", "error": "boom", "metrics": "niqe,brisque,nima", "scored_at": T0 + timedelta(days=1)})
-    store.append("scores", pa.Table.from_pylist(rows))
+    rows = [r for k, v in ROWS.items() if v[3] is not None
+            for r in score_rows(k, T0, niqe=v[3], brisque=v[4], nima=v[5])]
+    # an older row per metric that would keep "b" and a newer error row per metric for "a": neither may count
+    rows += score_rows("b", T0 - timedelta(days=1), niqe=1.0, brisque=1.0, nima=9.0)
+    rows += score_rows("a", T0 + timedelta(days=1), error="boom", niqe=None, brisque=None, nima=None)
+    store.append("scores", pa.Table.from_pylist(rows, schema=SCORES))
     return store
 
 

@@ -13,15 +13,20 @@ import skimage.data
 from curation_helpers import cli
 
 from million_ird import iqa
+from million_ird.driver import DriverConfig
 from million_ird.images import read_image as load_image
-from million_ird.stages.score import ScoreConfig, run_score
-from million_ird.store import Store
+from million_ird.schema import SCORES
+from million_ird.stage import fingerprint_of
+from million_ird.stages.score import ScoreConfig, metric_fingerprint, run_score
+from million_ird.store import Store, utc_now
 
 NIQE_LIVE = iqa.get("niqe")
+BRISQUE = iqa.get("brisque")
+QUIET = DriverConfig(progress=False)
 
 
 def _photos(folder: Path) -> dict[str, Path]:
-    """Three scorable photos and one too small for NIQE (an error row)."""
+    """Three scorable photos and one too small for NIQE (a NIQE error row; BRISQUE still scores it)."""
     folder.mkdir(parents=True)
     crops = {"astro": skimage.data.astronaut()[:256, :288], "chelsea": skimage.data.chelsea()[:, :320],
              "coffee": skimage.data.coffee()[100:356, :384], "tiny": skimage.data.astronaut()[:40, :60]}
@@ -77,33 +82,46 @@ def test_a_niqe_refit_rescores_niqe_only_and_each_config_runs_once(tmp_path: Pat
     # (1) the default config twice: the second run writes nothing
     cli("score", "-m", manifest)
     first = _rows(store)
-    assert sorted(r["name"] for r in first) == ["astro", "chelsea", "coffee", "tiny"]
-    assert [r["name"] for r in first if r["error"]] == ["tiny"]
+    assert sorted((r["name"], r["metric"]) for r in first) == [
+        (n, m) for n in ("astro", "chelsea", "coffee", "tiny") for m in ("brisque", "niqe")]
+    # errors are per metric: tiny is too small for NIQE, BRISQUE still gives it a value
+    assert [(r["name"], r["metric"]) for r in first if r["error"]] == [("tiny", "niqe")]
+    assert all(r["value"] is not None for r in first if not r["error"])
+    assert _last_run(store)["errors"] == 1
     parts = store.parts("scores")
     again = cli("score", "-m", manifest)
     assert "nothing to do" in again.stdout and store.parts("scores") == parts
     live = _catalog(store)
+    assert live["tiny"][0] is None and live["tiny"][1] is not None
 
-    # (2) a refitted NIQE model: one NIQE-only row per scorable image, with the new fingerprint
+    # (2) a refitted NIQE model: one NIQE-only row per image, with the new fingerprint; BRISQUE is not redone
     refit = _refit(tmp_path)
     sha = hashlib.sha256(refit.read_bytes()).hexdigest()
     out = cli("score", "-m", manifest, "--niqe-params", str(refit))
     assert "nothing to do" not in out.stdout, out.stdout
     new = [r for r in _rows(store) if r["run_id"] not in {f["run_id"] for f in first}]
-    assert sorted(r["name"] for r in new) == ["astro", "chelsea", "coffee"]  # tiny's error is not retried
-    assert _last_run(store)["due"] == "niqe:3,brisque:0"
+    # tiny's NIQE error belongs to the LIVE model's fingerprint: the refit is another unit of work, so tiny
+    # is tried once under it too (and fails the same way); its BRISQUE value is not touched
+    assert sorted((r["name"], r["metric"]) for r in new) == [(n, "niqe") for n in ("astro", "chelsea", "coffee", "tiny")]
+    stats = _last_run(store)
+    assert stats["pending"] == 4 and stats["rows"] == 4 and stats["errors"] == 1
+    assert stats["per_metric"].startswith("niqe:4 median ") and "brisque" not in stats["per_metric"]
     model = iqa.get("niqe", iqa.MetricOptions(niqe_params=str(refit)))
     assert model.params_sha256 == sha != NIQE_LIVE.params_sha256
+    assert metric_fingerprint(model) != metric_fingerprint(NIQE_LIVE)
     cat = _catalog(store)
     for r in new:
-        assert r["error"] is None and r["metrics"] == "niqe" and r["brisque"] is None and r["nima"] is None
-        assert r["params_sha256"] == f"niqe:{sha}" and r["scorer_version"] == NIQE_LIVE.full_version
-        assert r["niqe"] == model.score(load_image(photos[r["name"]]))
-        assert r["niqe"] != live[r["name"]][0]
-        assert cat[r["name"]] == (r["niqe"], live[r["name"]][1])  # new NIQE, BRISQUE kept
-    assert cat["tiny"] == (None, None)
+        assert r["metric"] == "niqe" and r["params_sha256"] == sha and r["version"] == NIQE_LIVE.full_version
+        assert r["fingerprint"] == metric_fingerprint(model)
+        if r["name"] == "tiny":
+            assert r["value"] is None and "NIQE" in r["error"] and r["retryable"] is False
+            continue
+        assert r["error"] is None and r["value"] == model.score(load_image(photos[r["name"]]))
+        assert r["value"] != live[r["name"]][0]
+        assert cat[r["name"]] == (r["value"], live[r["name"]][1])  # new NIQE, BRISQUE kept
+    assert cat["tiny"] == (None, live["tiny"][1])
 
-    # (3) the refit again: nothing to do
+    # (3) the refit again: nothing to do (tiny's error under the refit is final)
     parts = store.parts("scores")
     again = cli("score", "-m", manifest, "--niqe-params", str(refit))
     assert "nothing to do" in again.stdout and store.parts("scores") == parts
@@ -122,21 +140,29 @@ def _one_image_store(root: Path, ids: list[str]) -> Store:
     return store
 
 
+def _run_rows(store: Store, stats: dict) -> set[tuple[str, str]]:
+    """(image_id, metric) of every row the run `stats` describes wrote."""
+    return {(r["image_id"], r["metric"]) for r in _rows(store) if r["run_id"] == stats["run_id"]}
+
+
 def test_only_the_due_metrics_are_computed_per_image(tmp_path: Path) -> None:
     store = _one_image_store(tmp_path / "s", ["a", "b"])
-    run_score(store, ScoreConfig(metrics=("niqe",)), progress=False)
-    stats = run_score(store, ScoreConfig(metrics=("niqe", "brisque")), progress=False)
-    assert stats["pending"] == 2 and stats["due"] == "niqe:0,brisque:2"
-    assert {r["metrics"] for r in _rows(store) if r["run_id"] == stats["run_id"]} == {"brisque"}
+    run_score(store, ScoreConfig(metrics=("niqe",)), QUIET)
+    stats = run_score(store, ScoreConfig(metrics=("niqe", "brisque")), QUIET)
+    assert stats["pending"] == 2 and stats["rows"] == 2 and stats["errors"] == 0
+    assert stats["per_metric"].startswith("brisque:2 median ") and "niqe" not in stats["per_metric"]
+    assert _run_rows(store, stats) == {("a", "brisque"), ("b", "brisque")}
     # a new image gets both metrics; a later row of another NIQE version does not undo a's done NIQE
     _append_image(store, "c")
+    other = NIQE_LIVE.full_version + "-x"
     store.append("scores", pa.Table.from_pylist(
-        [{"image_id": "a", "niqe": 1.0, "metrics": "niqe", "scorer_version": NIQE_LIVE.full_version + "-x",
-          "params_sha256": f"niqe:{NIQE_LIVE.params_sha256}"}]))
-    stats = run_score(store, ScoreConfig(metrics=("niqe", "brisque")), progress=False)
-    assert stats["due"] == "niqe:1,brisque:1"
-    got = {(r["image_id"], r["metrics"]) for r in _rows(store) if r["run_id"] == stats["run_id"]}
-    assert got == {("c", "niqe,brisque")}
+        [{"image_id": "a", "metric": "niqe", "value": 1.0, "version": other, "params_sha256": NIQE_LIVE.params_sha256,
+          "fingerprint": fingerprint_of("niqe", other, NIQE_LIVE.params_sha256), "scored_at": utc_now()}],
+        schema=SCORES))
+    stats = run_score(store, ScoreConfig(metrics=("niqe", "brisque")), QUIET)
+    assert stats["pending"] == 1 and stats["rows"] == 2
+    assert "brisque:1 median " in stats["per_metric"] and "niqe:1 median " in stats["per_metric"]
+    assert _run_rows(store, stats) == {("c", "niqe"), ("c", "brisque")}
 
 
 def _append_image(store: Store, image_id: str) -> None:
@@ -150,15 +176,21 @@ def _append_image(store: Store, image_id: str) -> None:
 def test_rows_of_another_version_or_without_fingerprint_do_not_count(tmp_path: Path) -> None:
     store = _one_image_store(tmp_path / "s", ["a", "b", "c"])
     live = NIQE_LIVE.params_sha256
+    older = "million_ird-0.0.1/niqe-live-0"
+
+    def niqe_row(image_id: str, version: str | None, sha: str | None) -> dict:
+        return {"image_id": image_id, "metric": "niqe", "value": 3.0, "version": version, "params_sha256": sha,
+                "fingerprint": fingerprint_of("niqe", version, sha or "")}
+
     store.append("scores", pa.Table.from_pylist([
-        {"image_id": "a", "niqe": 3.0, "metrics": "niqe", "scorer_version": "million_ird-0.0.1/niqe-live-0",
-         "params_sha256": f"niqe:{live}"},  # an older implementation version
-        {"image_id": "b", "niqe": 3.0, "metrics": "niqe"},  # no fingerprint at all
-        {"image_id": "c", "niqe": 3.0, "metrics": "brisque,niqe",  # the version is read at niqe's place
-         "scorer_version": f"{iqa.get('brisque').full_version},{NIQE_LIVE.full_version}",
-         "params_sha256": f"brisque:{iqa.get('brisque').params_sha256},niqe:{live}"},
-    ]))
-    stats = run_score(store, ScoreConfig(metrics=("niqe",)), progress=False)
-    assert stats["pending"] == 2 and stats["due"] == "niqe:2"
-    assert sorted(r["image_id"] for r in _rows(store) if r["run_id"] == stats["run_id"]) == ["a", "b"]
-    assert run_score(store, ScoreConfig(metrics=("niqe",)), progress=False)["pending"] == 0
+        niqe_row("a", older, live),  # an older implementation version
+        niqe_row("b", None, None),  # no version or parameter hash at all (a migrated 0.2 row without them)
+        niqe_row("c", NIQE_LIVE.full_version, live),  # the current config: done
+        {"image_id": "c", "metric": "brisque", "value": 20.0, "version": BRISQUE.full_version,
+         "params_sha256": BRISQUE.params_sha256, "fingerprint": metric_fingerprint(BRISQUE)},
+    ], schema=SCORES))
+    assert niqe_row("c", NIQE_LIVE.full_version, live)["fingerprint"] == metric_fingerprint(NIQE_LIVE)
+    stats = run_score(store, ScoreConfig(metrics=("niqe",)), QUIET)
+    assert stats["pending"] == 2 and stats["rows"] == 2 and stats["per_metric"].startswith("niqe:2 median ")
+    assert sorted(_run_rows(store, stats)) == [("a", "niqe"), ("b", "niqe")]
+    assert run_score(store, ScoreConfig(metrics=("niqe",)), QUIET)["pending"] == 0

@@ -13,11 +13,11 @@ import typer
 from typer.testing import CliRunner
 
 from million_ird import iqa
-from million_ird.iqa import registry
 from million_ird.cli.iqa import register
 from million_ird.driver import DriverConfig
 from million_ird.executors import ExecutorConfig
 from million_ird.images import read_image as load_image
+from million_ird.iqa import registry
 from million_ird.stages.score import ScoreConfig, is_retryable, metric_fingerprint, run_score
 from million_ird.store import Store
 

@@ -1,4 +1,5 @@
-"""`splits`: reference counts on tiny fake benchmark trees, generated test sets + --verify, synthetic split."""
+"""`splits`: reference counts on tiny fake benchmark trees, generated test sets + --verify, synthetic split,
+resume by config (a new seed or sigma list writes a new set; the latest run's set is the one in force)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,10 @@ import typer
 from typer.testing import CliRunner
 
 from million_ird.cli.splits import register
+from million_ird.images import encode_png
+from million_ird.schema import PATCHES
+from million_ird.shards import ShardWriter
+from million_ird.stages import split_plan as P
 from million_ird.stages import splits as S
 from million_ird.store import Store
 
@@ -177,11 +182,15 @@ def test_synthetic_split_needs_images(tmp_path: Path) -> None:
 
 def test_synthetic_prefers_kept_patches(tmp_path: Path) -> None:
     store = small_store(tmp_path)
-    patch = png(tmp_path / "files" / "patches" / "p1.png", 5, (64, 64))
-    store.append("patches", pa.table({"patch_id": ["p1", "p2"], "image_id": ["img0", "img1"], "x": [0, 0],
-                                      "y": [0, 0], "size": [64, 64], "kept": [True, False],
-                                      "path": [str(patch.relative_to(tmp_path)), "files/patches/p2.png"]}))
-    assert S.source_images(store) == [("p1", "files/patches/p1.png")]
+    shards = ShardWriter(tmp_path, "files/patches/test", max_bytes=2**20)
+    m = shards.add("p1.png", encode_png(np.random.default_rng(5).integers(0, 256, (64, 64, 3), dtype=np.uint8)))
+    shards.close()
+    store.append("patches", pa.Table.from_pylist([
+        {"patch_id": "p1", "image_id": "img0", "x": 0, "y": 0, "size": 64, "kept": True, "shard": m.shard,
+         "member": m.member, "byte_offset": m.byte_offset, "nbytes": m.nbytes, "fingerprint": "f"},
+        {"patch_id": "p2", "image_id": "img1", "x": 0, "y": 0, "size": 64, "kept": False, "fingerprint": "f"}],
+        schema=PATCHES))
+    assert P.source_images(store) == [("p1", f"{m.shard}#{m.byte_offset}+{m.nbytes}")]
 
 
 @pytest.mark.parametrize("n,fraction,expected", [
@@ -190,7 +199,7 @@ def test_synthetic_prefers_kept_patches(tmp_path: Path) -> None:
 ])
 def test_synthetic_test_split_is_exact_in_size(tmp_path: Path, n: int, fraction: float, expected: int) -> None:
     store = small_store(tmp_path, n)
-    plan, counts = S.plan_synthetic(store, S.SplitsConfig("synthetic", seed=4, test_fraction=fraction))
+    plan, counts = P.plan_synthetic(store, P.SplitsConfig("synthetic", seed=4, test_fraction=fraction))
     test_ids = {p.pair_id.rsplit("/", 1)[1] for p in plan if p.split == "test"}
     train_ids = {p.pair_id.rsplit("/", 1)[1] for p in plan if p.split == "train"}
     assert len(test_ids) == expected == counts["test images"] and len(train_ids) == n - expected
@@ -216,19 +225,26 @@ def test_every_task_and_sigma_has_a_test_pair(tmp_path: Path) -> None:
 
 def test_split_is_a_pure_function_of_seed_and_ids() -> None:
     ids = [f"id{i:02d}" for i in range(20)]
-    split = S.assign_splits(ids, 7, 0.25)
-    assert S.assign_splits(list(reversed(ids)), 7, 0.25) == split  # input order does not matter
+    split = P.assign_splits(ids, 7, 0.25)
+    assert P.assign_splits(list(reversed(ids)), 7, 0.25) == split  # input order does not matter
     assert sorted(i for i, s in split.items() if s == "test") == ["id01", "id09", "id11", "id15", "id17"]
-    assert S.assign_splits(ids, 8, 0.25) != split  # the seed does
+    assert P.assign_splits(ids, 8, 0.25) != split  # the seed does
     # the test set of a subset is the lowest keys of that subset, not a coin flip per image
-    assert sum(s == "test" for s in S.assign_splits(ids[:6], 7, 0.25).values()) == 2
+    assert sum(s == "test" for s in P.assign_splits(ids[:6], 7, 0.25).values()) == 2
+
+
+def splits_in_force(store: Store) -> dict[str, str]:
+    """Source image id -> split of the synthetic pairs in force (`latest_pairs`)."""
+    rows = store.query("SELECT DISTINCT split_part(pair_id, '/', -1) AS id, split FROM latest_pairs "
+                       "WHERE recipe = 'synthetic'").to_pylist()
+    return {r["id"]: r["split"] for r in rows}
 
 
 def test_images_already_written_keep_their_split_when_the_store_grows(tmp_path: Path) -> None:
     small_store(tmp_path, 4)
     base = ["splits", "--recipe", "synthetic", "--manifest", str(tmp_path), "--test-fraction", "0.5"]
     assert RUNNER.invoke(cli(), base).exit_code == 0
-    before = S.existing_splits(Store(tmp_path), "synthetic")
+    before = splits_in_force(Store(tmp_path))
     store = Store(tmp_path)
     new = [f"new{i}" for i in range(4)]
     paths = [png(tmp_path / "files" / f"{i}.png", 50 + k, (40, 48)) for k, i in enumerate(new)]
@@ -237,7 +253,7 @@ def test_images_already_written_keep_their_split_when_the_store_grows(tmp_path: 
                                         "path": [str(p.relative_to(tmp_path)) for p in paths]}))
     res = RUNNER.invoke(cli(), base)
     assert res.exit_code == 0 and re.search(r"skipped\s+already written\s+20", res.output), res.output
-    after = S.existing_splits(Store(tmp_path), "synthetic")
+    after = splits_in_force(Store(tmp_path))
     assert {i: after[i] for i in before} == before and sum(s == "test" for s in after.values()) == 4
     rows = Store(tmp_path).query("SELECT split_part(pair_id, '/', -1) AS id, count(DISTINCT split) AS n "
                                  "FROM pairs GROUP BY 1").to_pylist()
@@ -287,3 +303,60 @@ def test_promptir_export_has_every_synthetic_pair(tmp_path: Path) -> None:
     clean = cv2.imread(str(tmp_path / train["clean"]))[..., ::-1]
     again, _ = S.derive(np.ascontiguousarray(clean), "rain", json.loads(train["params"])["args"], train["seed"])
     assert np.array_equal(again, S.rederive(store, train))  # the export's pixels are the split's own
+
+
+def in_force(store: Store) -> list[dict]:
+    """The synthetic pair rows in force, by pair_id."""
+    return store.query("SELECT * FROM latest_pairs WHERE recipe = 'synthetic' ORDER BY pair_id").to_pylist()
+
+
+def test_a_new_config_writes_a_new_set_and_the_latest_run_is_in_force(tmp_path: Path) -> None:
+    store = small_store(tmp_path, 6)
+    ids = [f"img{i}" for i in range(6)]
+    base = ["splits", "--recipe", "synthetic", "--manifest", str(tmp_path), "--test-fraction", "0.5"]
+    assert RUNNER.invoke(cli(), [*base, "--seed", "0"]).exit_code == 0
+    seed0 = in_force(store)
+    assert len(seed0) == 30 and splits_in_force(store) == P.assign_splits(ids, 0, 0.5)
+    res = RUNNER.invoke(cli(), [*base, "--seed", "1"])  # a new seed: computed again, not skipped
+    assert res.exit_code == 0 and re.search(r"skipped\s+already written\s+0", res.output), res.output
+    seed1 = in_force(store)
+    assert len(seed1) == 30 and {json.loads(r["params"])["global_seed"] for r in seed1} == {1}
+    assert splits_in_force(store) == P.assign_splits(ids, 1, 0.5) != P.assign_splits(ids, 0, 0.5)
+    assert {r["fingerprint"] for r in seed0}.isdisjoint(r["fingerprint"] for r in seed1)
+    total = store.query("SELECT count(*) FROM pairs").column(0)[0].as_py()
+    res = RUNNER.invoke(cli(), [*base, "--seed", "0"])  # seed 0 again: no work, and its set is in force again
+    assert res.exit_code == 0 and re.search(r"skipped\s+already written\s+30", res.output), res.output
+    assert store.query("SELECT count(*) FROM pairs").column(0)[0].as_py() == total == 60
+    assert in_force(store) == seed0
+    # seed 1's generated test files did not overwrite seed 0's (one folder per fingerprint)
+    assert RUNNER.invoke(cli(), ["splits", "--manifest", str(tmp_path), "--recipe", "synthetic",
+                                 "--verify"]).exit_code == 0
+    assert not list((tmp_path / S.WORK).glob(f"{S.PLAN_PREFIX}*"))  # the run's plan file is gone
+    res = RUNNER.invoke(cli(), [*base, "--seed", "0", "--sigmas", "15", "--export", "mioir"])
+    assert res.exit_code == 0, res.output
+    rows = in_force(store)
+    assert len(rows) == 6 * 3 and {r["sigma"] for r in rows if r["task"] == "denoise"} == {15.0}
+    exported = (tmp_path / "exports/synthetic/mioir/train.csv").read_text().splitlines()[1:]
+    assert len(exported) == sum(r["split"] == "train" for r in rows)  # only the set in force is exported
+
+
+def test_synthetic_split_of_patch_shards_verifies_and_exports(tmp_path: Path) -> None:
+    store = small_store(tmp_path, 2)
+    shards = ShardWriter(tmp_path, "files/patches/test", max_bytes=2**20)
+    rows = []
+    for i in range(3):
+        m = shards.add(f"p{i}.png", encode_png(np.random.default_rng(i).integers(0, 256, (32, 32, 3), dtype=np.uint8)))
+        rows.append({"patch_id": f"p{i}", "image_id": "img0", "x": 0, "y": 0, "size": 32, "kept": True,
+                     "shard": m.shard, "member": m.member, "byte_offset": m.byte_offset, "nbytes": m.nbytes,
+                     "fingerprint": "f"})
+    shards.close()
+    store.append("patches", pa.Table.from_pylist(rows, schema=PATCHES))
+    args = ["splits", "--manifest", str(tmp_path), "--recipe", "synthetic"]
+    res = RUNNER.invoke(cli(), [*args, "--export", "promptir"])
+    assert res.exit_code == 0, res.output
+    assert RUNNER.invoke(cli(), [*args, "--verify"]).exit_code == 0
+    out = tmp_path / "exports/synthetic/promptir"
+    denoise = sorted(p.name for p in out.glob("Train/Denoise/*"))
+    assert len(denoise) == 2 and all(p.endswith(".png") and "#" not in p for p in denoise)
+    clean = next(out.glob("Train/Derain/gt/*.png"))
+    assert not clean.is_symlink() and cv2.imread(str(clean)) is not None  # shard members are written out as PNG

@@ -1,4 +1,4 @@
-"""Benchmark layouts: finders on tiny fake folder trees with the real naming conventions, and the exports."""
+"""Benchmark layouts (million_ird.sources.benchmarks) on tiny fake folder trees, and the pair exports."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import cv2
 import numpy as np
 import pytest
 
-from million_ird import testsets
-from million_ird.testsets import LayoutError
+from million_ird import pair_exports
+from million_ird.sources import benchmarks
+from million_ird.sources.benchmarks import LayoutError
 
 
 def touch_png(path: Path, value: int = 0) -> Path:
@@ -31,8 +32,8 @@ def test_rain_pairs_accept_both_naming_variants_and_skip_orphans(tmp_path: Path)
     make_rain(tmp_path, "train", 3)
     make_rain(tmp_path, "test", 2, ("input", "target"))
     touch_png(tmp_path / "train" / "rainy" / "rain-9.png")  # no norain-9: not a pair
-    train = testsets.find_rain_pairs(tmp_path, "train")
-    test = testsets.find_rain_pairs(tmp_path, "test")
+    train = benchmarks.find_rain_pairs(tmp_path, "train")
+    test = benchmarks.find_rain_pairs(tmp_path, "test")
     assert [f.meta["index"] for f in train] == [1, 2, 3] and len(test) == 2
     assert train[0].clean.name == "norain-1.png" and train[0].degraded.name == "rain-1.png"
 
@@ -40,11 +41,11 @@ def test_rain_pairs_accept_both_naming_variants_and_skip_orphans(tmp_path: Path)
 def test_misnamed_folder_gives_one_line_error_with_the_layout(tmp_path: Path) -> None:
     make_rain(tmp_path, "train", 1, ("rain_images", "gt"))
     with pytest.raises(LayoutError) as err:
-        testsets.find_rain_pairs(tmp_path, "train")
+        benchmarks.find_rain_pairs(tmp_path, "train")
     msg = str(err.value)
     assert "\n" not in msg and "'rainy' or 'input'" in msg and "PATH/train/{rainy|input}/rain-N.png" in msg
     with pytest.raises(LayoutError, match="is not a folder; expected --sots PATH"):
-        testsets.find_sots(tmp_path / "nope")
+        benchmarks.find_sots(tmp_path / "nope")
 
 
 def test_ots_and_sots_names_carry_a_and_beta(tmp_path: Path) -> None:
@@ -52,22 +53,22 @@ def test_ots_and_sots_names_carry_a_and_beta(tmp_path: Path) -> None:
     touch_png(tmp_path / "ots" / "synthetic" / "part2" / "0001_1_0.04.jpg")
     touch_png(tmp_path / "ots" / "synthetic" / "part2" / "0002_1_0.04.jpg")  # no original: skipped
     touch_png(tmp_path / "ots" / "original" / "0001.jpg")
-    found = testsets.find_ots(tmp_path / "ots")
+    found = benchmarks.find_ots(tmp_path / "ots")
     assert [(f.meta["A"], f.meta["beta"]) for f in found] == [(0.8, 0.2), (1.0, 0.04)]
     assert found[0].name == "ots/part1/0001_0.8_0.2.jpg"
     touch_png(tmp_path / "sots" / "hazy" / "0001_0.8_0.2.jpg")
     touch_png(tmp_path / "sots" / "gt" / "0001.png")
-    assert testsets.find_sots(tmp_path / "sots")[0].clean.name == "0001.png"
+    assert benchmarks.find_sots(tmp_path / "sots")[0].clean.name == "0001.png"
 
 
 def test_urban100_keeps_only_img_nnn_and_reports_counts(tmp_path: Path) -> None:
     for name in ("img_001.png", "img_002.png", "readme.png"):
         touch_png(tmp_path / name)
-    assert len(testsets.find_clean_set(tmp_path, "urban100")) == 2
+    assert len(benchmarks.find_clean_set(tmp_path, "urban100")) == 2
     (tmp_path / "empty").mkdir()
     with pytest.raises(LayoutError, match="img_001.png"):
-        testsets.find_clean_set(tmp_path / "empty", "urban100")
-    rows = testsets.found_vs_expected({"urban100": 2, "sots": 492, "bsd68": 68})
+        benchmarks.find_clean_set(tmp_path / "empty", "urban100")
+    rows = benchmarks.found_vs_expected({"urban100": 2, "sots": 492, "bsd68": 68})
     assert [r["status"] for r in rows] == ["INCOMPLETE", "ok", "ok"] and rows[0]["expected"] == 100
 
 
@@ -91,17 +92,17 @@ def _rows(tmp_path: Path) -> list[dict]:
 
 def test_exports_write_the_three_layouts(tmp_path: Path) -> None:
     rows = _rows(tmp_path)
-    counts = testsets.export_promptir(rows, Path, tmp_path / "p")
+    counts = pair_exports.export_promptir(rows, Path, tmp_path / "p")
     assert counts == {"train/denoise": 1, "train/derain": 1, "train/dehaze": 1, "test/denoise": 1, "test/derain": 1}
     p = tmp_path / "p"
     assert (p / "data_dir/rainy/rainTrain.txt").read_text() == "rainy/rain-1.png\n"
     assert (p / "data_dir/hazy/hazy_outside.txt").read_text() == "synthetic/0003_0.9_0.1.jpg\n"
     assert (p / "Train/Dehaze/original/0003.png").resolve() == (tmp_path / "src/c.png").resolve()
     assert (p / "test/derain/Rain100L/input/rain-1.png").exists() and (p / "test/denoise/bsd68/c.png").exists()
-    dsrir = testsets.export_dsrir(rows, Path, tmp_path / "d")
+    dsrir = pair_exports.export_dsrir(rows, Path, tmp_path / "d")
     lines = (tmp_path / "d/train_all_in_one.csv").read_text().splitlines()
     assert dsrir["train_rain.csv"] == 5000 and dsrir["train_noise.csv"] == 1 and dsrir["train_haze.csv"] == 1
     assert lines[0] == "target,degraded" and len(lines) == 1 + 5002 and lines[1] == f"{rows[0]['clean']},{rows[0]['clean']}"
-    mioir = testsets.export_mioir(rows, Path, tmp_path / "m")
+    mioir = pair_exports.export_mioir(rows, Path, tmp_path / "m")
     tasks = [line.split(",")[0] for line in (tmp_path / "m/train.csv").read_text().splitlines()[1:]]
     assert mioir == {"train.csv": 4, "test.csv": 2} and tasks == ["denoise", "denoise", "derain", "dehaze"]

@@ -10,9 +10,9 @@ import pytest
 from iqa_helpers import add_noise, natural
 
 from million_ird import iqa
+from million_ird.images import read_image as load_image
 from million_ird.iqa import brisque, niqe
 from million_ird.iqa.registry import Metric, register
-from million_ird.images import read_image as load_image
 
 
 @pytest.mark.parametrize("metric", ["niqe", "brisque"])
