@@ -68,22 +68,28 @@ def decode(data: bytes | np.ndarray, name: str | Path = "<bytes>", rgb: bool = F
     return _normalise(img, name, rgb)
 
 
-def read_image(path: str | Path, rgb: bool = False) -> np.ndarray:
-    """Read an image file: HxWx3 RGB or HxW gray (HxWx3 with `rgb=True`), uint8 or uint16."""
+def read_bytes(path: str | Path) -> bytes:
+    """The encoded bytes of an image file or of a shard member (`SHARD.tar#OFFSET+NBYTES`)."""
     ref = MEMBER_REF.match(str(path))
-    path = Path(path)
+    if not ref:
+        return Path(path).read_bytes()
+    with open(ref["shard"], "rb") as fh:
+        fh.seek(int(ref["offset"]))
+        raw = fh.read(int(ref["nbytes"]))
+    if len(raw) != int(ref["nbytes"]):
+        raise ImageError(f"{path}: the shard ends before the member's {ref['nbytes']} bytes")
+    return raw
+
+
+def read_image(path: str | Path, rgb: bool = False) -> np.ndarray:
+    """Read an image file or shard member: HxWx3 RGB or HxW gray (HxWx3 with `rgb=True`), uint8 or uint16."""
     try:
-        if ref:
-            with open(ref["shard"], "rb") as fh:
-                fh.seek(int(ref["offset"]))
-                raw = fh.read(int(ref["nbytes"]))
-            if len(raw) != int(ref["nbytes"]):
-                raise ImageError(f"{path}: the shard ends before the member's {ref['nbytes']} bytes")
-            return decode(raw, path, rgb)
+        if MEMBER_REF.match(str(path)):
+            return decode(read_bytes(path), Path(path), rgb)
         data = np.fromfile(str(path), dtype=np.uint8)
     except OSError as exc:
         raise ImageError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    return decode(data, path, rgb)
+    return decode(data, Path(path), rgb)
 
 
 def _normalise(img: np.ndarray, name: str | Path, rgb: bool) -> np.ndarray:

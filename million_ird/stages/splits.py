@@ -65,7 +65,7 @@ def write_png(path: Path, image: np.ndarray) -> None:
 
 def file_sha256(path: Path) -> str:
     """sha256 of a file's bytes."""
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    return hashlib.sha256(images.read_bytes(path)).hexdigest()
 
 
 def pixels_sha256(image: np.ndarray) -> str:
