@@ -76,7 +76,7 @@ def ours(url_list: Path, store: Path, args: argparse.Namespace) -> str:
     return ("from million_ird.cli import app; import sys; "
             "app(['ingest', '-m', %r, '--parquet', %r], standalone_mode=False); "
             "app(['download', '-m', %r, '--processes', '%d', '--threads', '%d', '--shard-size', '%d', "
-            "'--timeout', '30'], standalone_mode=False)"
+            "'--timeout', '30', '--allow-private'], standalone_mode=False)"
             % (str(store), str(url_list), str(store), args.processes, args.threads, args.shard_size))
 
 

@@ -39,7 +39,7 @@ def demo(
     cfg = DemoConfig(out=out or DEFAULT_OUT, fresh=not keep)
     try:
         with prepare_demo(cfg, echo=typer.echo) as (store, proxy):
-            run_recipe(RECIPE, store.root, store.root / "inputs", extra={"download": ["--http-proxy", proxy]})
+            run_recipe(RECIPE, store.root, store.root / "inputs", extra={"download": ["--http-proxy", proxy, "--allow-private"]})
     except StoreError as exc:
         fail(str(exc))
     typer.echo(f"\n== million-ird stats --manifest {store.root}")

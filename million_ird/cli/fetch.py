@@ -59,13 +59,17 @@ def download(
     shard_size: Annotated[int, typer.Option(help="Rows per img2dataset shard (the unit of progress and of crash loss).")] = 500,
     max_pixels: Annotated[int, typer.Option(help="Decompression-bomb guard: fail images with more pixels than this, unread.")] = 200_000_000,
     http_proxy: Annotated[str | None, typer.Option(help="Send http:// requests through this proxy (e.g. http://proxy:3128).")] = None,
+    max_bytes: Annotated[int, typer.Option(help="Fail files larger than this many bytes, from Content-Length before the body is read (0: no limit).")] = 200_000_000,
+    allow_private: Annotated[bool, typer.Option(help="Also fetch from loopback, private, link-local and other non-public addresses (refused by default).")] = False,
+    distributor: Annotated[str, typer.Option(help="img2dataset distributor: multiprocessing, ray or pyspark (rows of a shard it gives up on are fetched on the next run).")] = "multiprocessing",
 ) -> None:
     """Fetch originals byte-for-byte with img2dataset, verify each, record outcomes; safe to re-run."""
     from million_ird.stages.download import DownloadConfig
     from million_ird.stages.download import download as run_download
 
     cfg = DownloadConfig(processes=processes, threads=threads, timeout=timeout, retries=retries,
-                         shard_size=shard_size, max_pixels=max_pixels, http_proxy=http_proxy)
+                         shard_size=shard_size, max_pixels=max_pixels, http_proxy=http_proxy,
+                         max_bytes=max_bytes, allow_private=allow_private, distributor=distributor)
     try:
         stats = run_download(existing_store(manifest), cfg)
     except StoreError as exc:

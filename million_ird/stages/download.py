@@ -2,11 +2,14 @@
 
 Shards are harvested as soon as img2dataset finishes them, so a killed run loses at most the shards
 in flight; a re-run harvests finished shards a killed run left behind, then fetches only rows that
-have no `ok` outcome and fewer than `retries` attempts.
+have no `ok` outcome and fewer than `retries` attempts. That image-level resume also covers shards
+img2dataset's distributors give up on (Ray's never retries a failed shard): their rows get no outcome,
+so the next run fetches them. What the engine may connect to and read is netguard.py's business.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import os
@@ -26,6 +29,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from million_ird.lock import assert_held, store_lock
+from million_ird.netguard import DEFAULT_MAX_BYTES
 from million_ird.schema import DOWNLOADS
 from million_ird.stages.verify import DEFAULT_MAX_PIXELS, Verified, verify_file
 from million_ird.store import Store, StoreError, new_run_id, utc_now
@@ -41,6 +45,7 @@ LEFT JOIN (SELECT image_id, count(*) AS n, bool_or(status = 'ok') AS ok FROM dow
 WHERE NOT coalesce(a.ok, false) AND coalesce(a.n, 0) < ?
 ORDER BY i.image_id
 """
+DISTRIBUTORS = {"multiprocessing": None, "ray": "ray", "pyspark": "pyspark"}  # name -> package it needs
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,20 @@ class DownloadConfig:
     max_pixels: int = DEFAULT_MAX_PIXELS
     verify_workers: int = max(1, os.cpu_count() or 1)
     http_proxy: str | None = None  # http:// URLs of this run go through this proxy (the demo's local server)
+    max_bytes: int = DEFAULT_MAX_BYTES  # fail files over this (0: no limit): Content-Length, body read, size on disk
+    allow_private: bool = False  # also fetch from loopback, private, link-local, ... addresses (netguard.py)
+    distributor: str = "multiprocessing"  # img2dataset's distributor: one of DISTRIBUTORS
+
+
+def check_config(cfg: DownloadConfig) -> None:
+    """Refuse a config that cannot run, in one line: unknown distributor, its package missing, bad limits."""
+    if cfg.distributor not in DISTRIBUTORS:
+        raise StoreError(f"unknown distributor {cfg.distributor!r}; valid: {', '.join(DISTRIBUTORS)}")
+    module = DISTRIBUTORS[cfg.distributor]
+    if module and importlib.util.find_spec(module) is None:  # img2dataset would silently download nothing
+        raise StoreError(f"distributor {cfg.distributor!r} needs the {module} package: pip install {module}")
+    if cfg.max_bytes < 0:
+        raise StoreError(f"max-bytes must be >= 0 (0: no limit), got {cfg.max_bytes}")
 
 
 def outcome_row(image_id: str, attempt: int, run_id: str, v: Verified, path: str | None) -> dict:
@@ -81,7 +100,7 @@ def _keep_file(store: Store, src: Path, image_id: str, v: Verified) -> str:
 def _verify_and_keep(store: Store, src: Path, image_id: str, attempt: int, run_id: str,
                      cfg: DownloadConfig) -> dict:
     """Verify one fetched file; keep it under files/ when good, delete it when not."""
-    v = verify_file(src, cfg.max_pixels)
+    v = verify_file(src, cfg.max_pixels, cfg.max_bytes)
     if v.error:
         src.unlink(missing_ok=True)
         return outcome_row(image_id, attempt, run_id, v, None)
@@ -96,7 +115,7 @@ def _harvest_row(store: Store, shard_dir: Path, meta: dict, run_id: str, cfg: Do
     if not src.exists():  # a killed run verified and moved it already, then died before recording the row
         kept = sorted((store.files_dir / image_id[:2]).glob(f"{image_id}.*"))
         if kept:
-            v = verify_file(kept[0], cfg.max_pixels)
+            v = verify_file(kept[0], cfg.max_pixels, cfg.max_bytes)
             return outcome_row(image_id, attempt, run_id, v, None if v.error else kept[0].relative_to(store.root).as_posix())
     return _verify_and_keep(store, src, image_id, attempt, run_id, cfg)
 
@@ -162,7 +181,8 @@ def recover_killed_runs(store: Store, cfg: DownloadConfig, pool: ThreadPoolExecu
 def _start_engine(run_dir: Path, cfg: DownloadConfig) -> subprocess.Popen:
     config = {"input": str(run_dir / "input.parquet"), "output": str(run_dir / "out"), "processes": cfg.processes,
               "threads": cfg.threads, "timeout": cfg.timeout, "shard_size": cfg.shard_size,
-              "parent_pid": os.getpid()}
+              "parent_pid": os.getpid(), "allow_private": cfg.allow_private, "max_bytes": cfg.max_bytes,
+              "distributor": cfg.distributor}
     (run_dir / "engine.json").write_text(json.dumps(config))
     env = dict(os.environ, NO_ALBUMENTATIONS_UPDATE="1")
     if cfg.http_proxy:  # img2dataset fetches with urllib, which reads these; no_proxy must not bypass it
@@ -220,7 +240,8 @@ def verify_local(store: Store, todo: pa.Table, run_id: str, cfg: DownloadConfig,
     for start in range(0, len(items), chunk):
         part = items[start:start + chunk]
         results = pool.map(lambda r: outcome_row(r["image_id"], r["attempt"], run_id,
-                                                 verify_file(Path(r["path"]), cfg.max_pixels), r["path"]), part)
+                                                 verify_file(Path(r["path"]), cfg.max_pixels, cfg.max_bytes),
+                                                 r["path"]), part)
         got = list(results)
         _append(store, got, run_id)
         rows.extend(got)
@@ -230,6 +251,7 @@ def verify_local(store: Store, todo: pa.Table, run_id: str, cfg: DownloadConfig,
 
 def download(store: Store, cfg: DownloadConfig) -> dict:
     """Fetch and verify every image without an ok outcome; returns the run's counts (holds the store lock)."""
+    check_config(cfg)
     with store_lock(store.root):  # re-entrant: a no-op under the CLI's lock, the guard for library callers
         return _download(store, cfg)
 

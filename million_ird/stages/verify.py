@@ -1,5 +1,8 @@
 """Verify one image file: real format from magic bytes, full decode, size, channels, bit depth, sha256.
 
+A file over `--max-bytes` fails from `stat` alone, before it is read; the sha256 is computed over
+chunks and the decoder reads the file itself, so no file is ever held in memory whole.
+
 Pillow's own decompression-bomb guard (`PIL.Image.MAX_IMAGE_PIXELS`, process-wide) is left as it is
 for every other reader in the process; the verifier applies its own `--max-pixels` check instead:
 
@@ -29,6 +32,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from PIL import (
     BmpImagePlugin,
@@ -41,6 +45,8 @@ from PIL import (
     UnidentifiedImageError,
     WebPImagePlugin,
 )
+
+from million_ird.netguard import DEFAULT_MAX_BYTES, too_large
 
 DEFAULT_MAX_PIXELS = 200_000_000
 EXTENSIONS = {"jpeg": "jpg", "png": "png", "webp": "webp", "gif": "gif", "bmp": "bmp", "tiff": "tif"}
@@ -56,6 +62,7 @@ _PLUGINS: dict[str, type[ImageFile.ImageFile]] = {
 # plugins that check Image.MAX_IMAGE_PIXELS again while decoding (WebP checks once, in its header parse)
 _SELF_CHECKING = frozenset({"gif", "tiff"})
 _LIMIT_LOCK = threading.Lock()
+_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -103,9 +110,9 @@ def _not_image_reason(head: bytes) -> str:
     return "not an image: unknown file signature " + head[:8].hex()
 
 
-def _bit_depth(data: bytes, fmt: str, mode: str) -> int:
-    if fmt == "png" and len(data) > 24:
-        return data[24]  # IHDR bit depth (Pillow may reduce 16-bit RGB to 8-bit)
+def _bit_depth(head: bytes, fmt: str, mode: str) -> int:
+    if fmt == "png" and len(head) > 24:
+        return head[24]  # IHDR bit depth (Pillow may reduce 16-bit RGB to 8-bit)
     return _BITS.get(mode, 8)
 
 
@@ -128,9 +135,10 @@ def _pillow_limit_at_least(pixels: int) -> Iterator[None]:
                 Image.MAX_IMAGE_PIXELS = before
 
 
-def _decode(data: bytes, fmt: str, max_pixels: int, raised: bool) -> tuple[int, int, str | None, int]:
+def _decode(fh: BinaryIO, fmt: str, max_pixels: int, raised: bool) -> tuple[int, int, str | None, int]:
     """Width, height, mode and channels after a full decode; mode None when the header exceeds `max_pixels`."""
-    with _PLUGINS[fmt](io.BytesIO(data)) as im:  # not Image.open: its size check reads the global limit
+    fh.seek(0)
+    with _PLUGINS[fmt](fh) as im:  # not Image.open: its size check reads the global limit
         width, height = im.size
         if width * height > max_pixels:
             return width, height, None, 0
@@ -164,21 +172,31 @@ def header_size(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, 
         return None
 
 
-def verify_bytes(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Verified:
-    """Check `data` is one complete, decodable image no larger than `max_pixels` (checked from the header)."""
-    size = len(data)
+def _sha256(fh: BinaryIO) -> str:
+    """Hex sha256 of the whole stream, read in chunks (never the whole file in memory)."""
+    digest = hashlib.sha256()
+    fh.seek(0)
+    while chunk := fh.read(_CHUNK):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify_stream(fh: BinaryIO, size: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> Verified:
+    """Check the seekable stream `fh` (`size` bytes) is one complete, decodable image within `max_pixels`."""
     if size == 0:
         return Verified("empty file (0 bytes)")
-    digest = hashlib.sha256(data).hexdigest()
-    fmt = sniff_format(data[:16])
+    fh.seek(0)
+    head = fh.read(256)
+    digest = _sha256(fh)
+    fmt = sniff_format(head[:16])
     if fmt is None:
-        return Verified(_not_image_reason(data[:256]), bytes=size, sha256=digest)
+        return Verified(_not_image_reason(head), bytes=size, sha256=digest)
     try:
         try:
-            width, height, mode, channels = _decode(data, fmt, max_pixels, raised=False)
+            width, height, mode, channels = _decode(fh, fmt, max_pixels, raised=False)
         except (_OverPillowLimit, Image.DecompressionBombError):  # GIF/TIFF/WebP above Pillow's own limit
             with _pillow_limit_at_least(max_pixels):
-                width, height, mode, channels = _decode(data, fmt, max_pixels, raised=True)
+                width, height, mode, channels = _decode(fh, fmt, max_pixels, raised=True)
     except Image.DecompressionBombError as exc:  # e.g. a GIF frame far larger than its declared screen
         return Verified(f"decompression-bomb guard: {exc}", fmt, bytes=size, sha256=digest)
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
@@ -187,13 +205,25 @@ def verify_bytes(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Verified:
         return Verified(f"decompression-bomb guard: {width}x{height} = {width * height / 1e6:.1f} MP "
                         f"> {max_pixels / 1e6:.1f} MP (raise --max-pixels to allow)",
                         fmt, width, height, bytes=size, sha256=digest)
-    return Verified(None, fmt, width, height, channels, _bit_depth(data, fmt, mode), size, digest)
+    return Verified(None, fmt, width, height, channels, _bit_depth(head, fmt, mode), size, digest)
 
 
-def verify_file(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Verified:
-    """verify_bytes on a file; a missing or unreadable file fails with the OS reason."""
+def verify_bytes(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Verified:
+    """Check `data` is one complete, decodable image no larger than `max_pixels` (checked from the header)."""
+    return verify_stream(io.BytesIO(data), len(data), max_pixels)
+
+
+def verify_file(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS, max_bytes: int = DEFAULT_MAX_BYTES) -> Verified:
+    """verify_stream on a file, refused unread when over `max_bytes` (0: no limit); OS errors fail with the reason.
+
+    The size comes from `stat` before anything is read; the hash is streamed and the decoder reads the
+    file itself, so the file's bytes are never held in memory whole.
+    """
     try:
-        data = path.read_bytes()
+        size = path.stat().st_size
+        if max_bytes and size > max_bytes:
+            return Verified(too_large(size, max_bytes), bytes=size)
+        with path.open("rb") as fh:
+            return verify_stream(fh, size, max_pixels)
     except OSError as exc:
         return Verified(f"cannot read {path}: {exc.strerror or exc}")
-    return verify_bytes(data, max_pixels)

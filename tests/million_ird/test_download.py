@@ -38,7 +38,7 @@ def test_download_keeps_bytes_and_explains_faults(image_server: LocalServer, tmp
     paths = list(GOOD) + list(FAULT_REASONS)
     _ingest_urls(store, [image_server.url(p) for p in paths] + [secret.as_uri()], tmp_path)
     atime = secret.stat().st_atime_ns
-    cli("download", "-m", str(store.root), "--timeout", "2", "--threads", "8")
+    cli("download", "-m", str(store.root), "--allow-private", "--timeout", "2", "--threads", "8")
     rows = {r["url"]: r for r in store.query("SELECT * FROM catalog").to_pylist()}
     for path, (fmt, width, height) in GOOD.items():
         row = rows[image_server.url(path)]
@@ -63,7 +63,7 @@ def test_rerun_fetches_only_missing_rows_up_to_retries(image_server: LocalServer
     store = Store(tmp_path / "store")
     _ingest_urls(store, [image_server.url(p) for p in ("/img/a.png", "/img/c.jpg", "/bad/500")], tmp_path)
     for _ in range(3):
-        cli("download", "-m", str(store.root), "--retries", "2")
+        cli("download", "-m", str(store.root), "--allow-private", "--retries", "2")
     assert image_server.hits["/img/a.png"] == 1 and image_server.hits["/img/c.jpg"] == 1
     assert image_server.hits["/bad/500"] == 2
     attempts = store.query("SELECT attempt FROM downloads d JOIN images USING (image_id) "
@@ -95,7 +95,7 @@ def test_sigkill_then_rerun_fetches_only_what_was_missing(tmp_path: Path) -> Non
         _ingest_urls(store, [server.url(p) for p in routes], tmp_path)
         env = dict(os.environ, NO_ALBUMENTATIONS_UPDATE="1")
         proc = subprocess.Popen([sys.executable, "-m", "million_ird.cli", "download", "-m", str(store.root),
-                                 "--threads", "2", "--shard-size", "4"], env=env, start_new_session=True,
+                                 "--allow-private", "--threads", "2", "--shard-size", "4"], env=env, start_new_session=True,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.time() + 120
         while time.time() < deadline and len(store.parts("downloads")) < 2:
@@ -108,7 +108,7 @@ def test_sigkill_then_rerun_fetches_only_what_was_missing(tmp_path: Path) -> Non
         for part in store.parts("downloads"):
             pq.read_table(part)  # every committed part is a complete Parquet file
         hits_before = sum(server.hits.values())
-        cli("download", "-m", str(store.root), "--threads", "8", "--shard-size", "8")
+        cli("download", "-m", str(store.root), "--allow-private", "--threads", "8", "--shard-size", "8")
         ok = store.query("SELECT count(DISTINCT image_id) FROM downloads WHERE status = 'ok'").column(0)[0].as_py()
         assert ok == 40
         assert sum(server.hits.values()) - hits_before <= 40 - done_before
@@ -129,7 +129,8 @@ def test_finished_shards_of_a_killed_run_are_harvested_not_refetched(image_serve
     pq.write_table(pa.table({"url": [r["url"] for r in ids], "image_id": [r["image_id"] for r in ids],
                              "attempt": pa.array([1] * len(ids), pa.int32())}), run_dir / "input.parquet")
     config = {"input": str(run_dir / "input.parquet"), "output": str(run_dir / "out"), "processes": 1,
-              "threads": 4, "timeout": 5, "shard_size": 10, "parent_pid": os.getpid()}
+              "threads": 4, "timeout": 5, "shard_size": 10, "parent_pid": os.getpid(),
+              "allow_private": True}
     (run_dir / "engine.json").write_text(json.dumps(config))
     subprocess.run([sys.executable, "-m", "million_ird.stages.engine", str(run_dir / "engine.json")], check=True,
                    capture_output=True, env=dict(os.environ, NO_ALBUMENTATIONS_UPDATE="1"), timeout=120)
@@ -141,7 +142,7 @@ def test_finished_shards_of_a_killed_run_are_harvested_not_refetched(image_serve
     os.replace(run_dir / "out" / "00000" / f"{moved['key']}.jpg", kept)
     hits = sum(image_server.hits.values())
     assert hits == 3
-    cli("download", "-m", str(store.root), "--retries", "1")  # the recovered 404 has used its one attempt
+    cli("download", "-m", str(store.root), "--allow-private", "--retries", "1")  # the recovered 404 has used its one attempt
     record = json.loads(max((store.root / "runs").glob("*-download-*.json")).read_text())
     assert record["stats"]["recovered_from_killed_runs"] == 3 and record["stats"]["attempted"] == 0
     assert sum(image_server.hits.values()) == hits  # nothing fetched twice
