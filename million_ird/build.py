@@ -6,7 +6,8 @@ A recipe (YAML; see manifests/million-ird-v1/recipe.yaml) names
   `attribution`, `ingest` (options of `million-ird ingest`) and `expected` (counts, for the report);
 - `steps`: an ordered list of one-key maps, `{command: {option: value}}`, each run as
   `million-ird COMMAND --manifest DIR --option value ...` (true booleans become `--option`; lists repeat
-  the option; an `out` option that is relative is taken inside DIR);
+  the option; an `out` option that is relative is taken inside DIR; `against` folders (dedup's test sets)
+  are taken under the inputs root and must exist before anything runs);
 - `expected`: counts per stage (from the paper) that the final table sets beside the actual ones.
 Every run record written while a recipe builds carries `recipe` (its name) and `recipe_sha256`.
 """
@@ -26,6 +27,7 @@ from million_ird import store as store_module
 from million_ird.store import Store, StoreError
 
 KINDS = {"parquet": "--parquet", "urls": "--urls", "folder": "--folder"}
+INPUT_OPTIONS = ("against",)  # step options naming input folders: relative to the inputs root, checked first
 # actual count per funnel stage (SQL over the store's views; NAME is the recipe's selection)
 COUNTS = {
     "ingested": "SELECT count(*) FROM images",
@@ -34,6 +36,8 @@ COUNTS = {
     "selected": "SELECT count(*) FROM selections WHERE selection = ?",
     "after_dedup": "SELECT count(*) FROM selections s JOIN catalog c USING (image_id) "
                    "WHERE s.selection = ? AND NOT c.duplicate_dropped",
+    "dropped_duplicates": "SELECT count(DISTINCT image_id) FILTER (WHERE reason <> 'test-set') FROM latest_duplicates WHERE NOT kept",
+    "dropped_test_set": "SELECT count(DISTINCT image_id) FILTER (WHERE reason = 'test-set') FROM latest_duplicates WHERE NOT kept",
     "patches_kept": "SELECT count(*) FROM latest_patches WHERE kept",
     "pairs": "SELECT count(*) FROM latest_pairs",
 }
@@ -100,13 +104,23 @@ def load_recipe(path: Path) -> Recipe:
                   tuple(steps), dict(doc.get("expected") or {}))
 
 
-def flags(options: dict[str, Any], manifest: Path) -> list[str]:
+def _input_path(value: Any, inputs_root: Path, command: str) -> str:
+    """An input folder option (`against`) under the inputs root; a missing one is a RecipeError."""
+    path = Path(str(value)) if Path(str(value)).is_absolute() else inputs_root / str(value)
+    if not path.exists():
+        raise RecipeError(f"step {command!r}: {path} not found (a test-set folder; pass --inputs DIR where it lives)")
+    return str(path)
+
+
+def flags(options: dict[str, Any], manifest: Path, inputs_root: Path | None = None, command: str = "") -> list[str]:
     """CLI arguments for one step's options (see the module docstring for the rules)."""
     args: list[str] = []
     for key, value in options.items():
         flag = "--" + key.replace("_", "-")
         if key == "out" and not Path(str(value)).is_absolute():
             value = str(manifest / str(value))
+        if key in INPUT_OPTIONS and inputs_root is not None:
+            value = [_input_path(v, inputs_root, command) for v in (value if isinstance(value, list) else [value])]
         if value is True:
             args.append(flag)
         elif value is False or value is None:
@@ -145,7 +159,8 @@ def commands(recipe: Recipe, manifest: Path, inputs_root: Path,
             ingest += [KINDS[source.kind], p]
         out.append(ingest + flags(source.ingest, manifest))
     for cmd, opts in recipe.steps:
-        out.append([cmd, "--manifest", str(manifest), *flags(opts, manifest), *(extra or {}).get(cmd, [])])
+        out.append([cmd, "--manifest", str(manifest), *flags(opts, manifest, inputs_root, cmd),
+                    *(extra or {}).get(cmd, [])])
     return out
 
 

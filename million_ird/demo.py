@@ -30,7 +30,8 @@ DEMO_HOST = "demo.million-ird.invalid"
 DEMO_BASE = f"http://{DEMO_HOST}"
 MARKER = ".million-ird-demo"
 MIME = {".png": "image/png", ".jpg": "image/jpeg"}
-LOCAL = ("astronaut.png", "coffee.png")
+LOCAL = ("astronaut.png", "coffee.png")  # also served as LAION-HR URLs: exact duplicates across sources
+TEST_SET_PHOTO = "rocket.jpg"  # a half-size JPEG q75 copy stands in for a benchmark test set (decontamination)
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,16 @@ def _laion_shard(routes: dict[str, Response], photos: Path, path: Path) -> Path:
     return path
 
 
+def _test_set(photo: Path, folder: Path) -> Path:
+    """A one-image "test set": `photo` at half size, re-encoded as JPEG q75 (what dedup --against must catch)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with Image.open(photo) as im:
+        small = im.convert("RGB").resize((im.width // 2, im.height // 2), Image.Resampling.LANCZOS)
+    path = folder / f"{photo.stem}-half-q75.jpg"
+    small.save(path, "JPEG", quality=75)
+    return path
+
+
 @contextmanager
 def prepare_demo(cfg: DemoConfig, echo: Callable[[str], None]) -> Iterator[tuple[Store, str]]:
     """A fresh demo store with the recipe's inputs under inputs/, and the local server (yields store, proxy URL)."""
@@ -101,6 +112,7 @@ def prepare_demo(cfg: DemoConfig, echo: Callable[[str], None]) -> Iterator[tuple
     local.mkdir(parents=True, exist_ok=True)
     for name in LOCAL:
         shutil.copyfile(photos / name, local / name)
+    _test_set(photos / TEST_SET_PHOTO, store.root / "inputs" / "testset-sample")
     routes = _routes(photos)
     shard = _laion_shard(routes, photos, store.root / "inputs" / "laion-hr-demo.parquet")
     with LocalServer(routes, proxy_hosts=(DEMO_HOST,)) as server:

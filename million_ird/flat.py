@@ -62,8 +62,8 @@ def cleaned_gray(image: np.ndarray) -> np.ndarray:
     return cv2.GaussianBlur(gray.astype(np.float32, copy=False), (0, 0), DITHER_SIGMA)
 
 
-def flat_ratio(patch: np.ndarray, cell: int = CELL, threshold: float = GRADIENT_VARIANCE) -> float:
-    """Fraction of `cell`-sized cells whose Sobel gradient-magnitude variance is below `threshold`.
+def flat_cells(patch: np.ndarray, cell: int = CELL, threshold: float = GRADIENT_VARIANCE) -> np.ndarray:
+    """rows x cols booleans: True where a `cell`-sized cell's Sobel gradient-magnitude variance is below `threshold`.
 
     The gradient is measured on `cleaned_gray(patch)`, so sparse dots and ordered dithering on a smooth
     gradient read as flat while edges and fine texture do not.
@@ -78,4 +78,9 @@ def flat_ratio(patch: np.ndarray, cell: int = CELL, threshold: float = GRADIENT_
     n = cell * cell
     mean = mag.sum(axis=(1, 3), dtype=np.float64) / n
     variance = np.square(mag).sum(axis=(1, 3), dtype=np.float64) / n - mean * mean
-    return float((variance < threshold).mean())
+    return variance < threshold
+
+
+def flat_ratio(patch: np.ndarray, cell: int = CELL, threshold: float = GRADIENT_VARIANCE) -> float:
+    """Fraction of the patch's cells that `flat_cells` calls flat (the patches stage drops a patch above 0.5)."""
+    return float(flat_cells(patch, cell, threshold).mean())

@@ -57,7 +57,9 @@ SELECT * EXCLUDE (_rank, _fp_run) FROM (
   FROM (SELECT *, max(run_id) OVER (PARTITION BY {key}, fingerprint) AS _fp_run FROM {table}))
 WHERE _rank = 1
 """
-LATEST_DUPLICATES = "SELECT * FROM duplicates WHERE run_id = (SELECT max(run_id) FROM duplicates)"
+# the rows of the latest *finished* dedup run (its run record is written last), so a run that found no
+# duplicate clears the earlier ones and a killed run's rows are never in force
+LATEST_DUPLICATES = "SELECT * FROM duplicates WHERE run_id = {run}"
 DOWNLOAD_PROGRESS = """
 SELECT count(*) AS images, count(d.image_id) AS tried, count(*) FILTER (WHERE d.ok) AS ok
 FROM images i
@@ -270,6 +272,11 @@ class Store:
                 found.setdefault((group, unit), fp)
         return list(found.values())
 
+    def latest_run(self, command: str) -> str | None:
+        """The run_id of `command`'s latest finished run (from its run record), or None."""
+        records = sorted((self.root / "runs").glob(f"*-{command}-*.json"))
+        return records[-1].stem if records else None
+
     def check_layout(self) -> None:
         """Refuse part files written by an older layout, saying how to bring the store up to date."""
         for table in ("scores", "patches"):
@@ -305,7 +312,7 @@ class Store:
                                           ("pairs", "recipe", "splits", "recipe")):
             current = ", ".join(_literal(f) for f in self.current_fingerprints(command, per)) or "NULL"
             con.execute(f"CREATE VIEW latest_{table} AS {LATEST_BY_FINGERPRINT.format(key=key, table=table, current=current)}")
-        con.execute(f"CREATE VIEW latest_duplicates AS {LATEST_DUPLICATES}")
+        con.execute(f"CREATE VIEW latest_duplicates AS {LATEST_DUPLICATES.format(run=_literal(self.latest_run('dedup')))}")
         columns = ", ".join(f's."{m}"' for m in metrics)
         con.execute(f"CREATE VIEW catalog AS {CATALOG.format(metric_columns=columns)}")
         return con

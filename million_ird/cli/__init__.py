@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from million_ird.cli import build, demo, fetch, inspect, iqa, maintain, patches, splits
+from million_ird.cli import build, dedup, demo, export, fetch, inspect, iqa, maintain, patches, report, splits
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 
@@ -18,5 +18,5 @@ def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log prog
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
 
-for group in (fetch, iqa, patches, splits, build, inspect, maintain, demo):  # the order of `million-ird --help`
+for group in (fetch, iqa, dedup, patches, splits, export, build, inspect, report, maintain, demo):  # the order of `million-ird --help`
     group.register(app)

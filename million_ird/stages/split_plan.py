@@ -147,12 +147,14 @@ def plan_all_in_one(cfg: SplitsConfig) -> tuple[list[Planned], dict[str, int]]:
 
 
 def source_images(store: Store, limit: int | None = None) -> list[tuple[str, str]]:
-    """(id, path) of kept patches when the store has any, else of downloaded ('ok') catalog images."""
-    rows = store.query("SELECT patch_id AS id, shard || '#' || byte_offset || '+' || nbytes AS path FROM latest_patches "
-                       "WHERE kept AND shard IS NOT NULL ORDER BY patch_id")
+    """(id, path) of kept patches when the store has any, else of downloaded ('ok') catalog images; never of
+    an image the latest dedup run dropped (a duplicate or a test-set match)."""
+    rows = store.query("SELECT p.patch_id AS id, p.shard || '#' || p.byte_offset || '+' || p.nbytes AS path "
+                       "FROM latest_patches p JOIN catalog c USING (image_id) "
+                       "WHERE p.kept AND p.shard IS NOT NULL AND NOT c.duplicate_dropped ORDER BY p.patch_id")
     if rows.num_rows == 0:
         rows = store.query("SELECT image_id AS id, path FROM catalog WHERE status = 'ok' AND path IS NOT NULL "
-                           "ORDER BY image_id")
+                           "AND NOT duplicate_dropped ORDER BY image_id")
     pairs = list(zip(rows.column("id").to_pylist(), rows.column("path").to_pylist(), strict=True))
     return pairs[:limit] if limit else pairs
 

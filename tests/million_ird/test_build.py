@@ -9,7 +9,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from million_ird.build import RecipeError, commands, load_recipe
+from million_ird.build import INPUT_OPTIONS, RecipeError, commands, load_recipe
 from million_ird.cli import app
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,6 +33,10 @@ def test_shipped_recipes_name_only_real_commands_and_options(path: Path, tmp_pat
             else:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_bytes(b"")
+    for _, opts in recipe.steps:  # and for the input folders steps name (dedup's test sets)
+        for key in INPUT_OPTIONS:
+            for folder in opts.get(key) or []:
+                (inputs / folder).mkdir(parents=True, exist_ok=True)
     for args in commands(recipe, tmp_path / "store", inputs):
         given = {a for a in args[1:] if a.startswith("--")}
         assert given <= _options(args[0]), f"{args[0]}: unknown options {given - _options(args[0])}"
@@ -47,6 +51,18 @@ def test_missing_input_is_one_line_naming_the_source_and_where_to_get_it(tmp_pat
                                    "--inputs", str(tmp_path / "nothing-here")])
     assert res.exit_code == 2 and "get it from" in res.output and len(res.output.strip().splitlines()) == 1
     assert not (tmp_path / "store" / "images").exists()  # nothing ingested before every input is checked
+
+
+def test_missing_test_set_folder_is_one_line_before_anything_runs(tmp_path: Path) -> None:
+    (tmp_path / "inputs" / "photos").mkdir(parents=True)
+    recipe = tmp_path / "inputs" / "recipe.yaml"
+    recipe.write_text("name: t\nsources:\n  - {name: local, kind: folder, inputs: [photos], get: here, licence: CC0}\n"
+                      "steps:\n  - dedup: {against: [testsets/BSD68]}\n")
+    with pytest.raises(RecipeError, match=r"step 'dedup': .*testsets/BSD68 not found"):
+        commands(load_recipe(recipe), tmp_path / "store", tmp_path / "inputs")
+    (tmp_path / "inputs" / "testsets" / "BSD68").mkdir(parents=True)
+    lines = commands(load_recipe(recipe), tmp_path / "store", tmp_path / "inputs")
+    assert lines[-1][-2:] == ["--against", str(tmp_path / "inputs" / "testsets" / "BSD68")]
 
 
 def test_bad_recipe_is_refused(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 import typer.main
 from curation_helpers import cli
@@ -23,7 +24,7 @@ from million_ird.store import Store
 def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     out = tmp_path_factory.mktemp("demo") / "store"
     stdout = cli("demo", "--out", str(out)).stdout
-    for step in ("ingest", "download", "score", "filter", "splits", "stats"):
+    for step in ("ingest", "download", "score", "filter", "dedup", "patches", "splits", "export", "report", "stats"):
         assert f"== million-ird {step}" in stdout or f"== {step}" in stdout, step
     return out, stdout
 
@@ -46,6 +47,27 @@ def test_two_demo_runs_give_the_same_ids_split_and_pairs(demo_store: Path, tmp_p
     assert urls and all(u.startswith("http://demo.million-ird.invalid/") for u in urls)
     splits = Store(other).query("SELECT DISTINCT split FROM pairs ORDER BY 1").column(0).to_pylist()
     assert splits == ["test", "train"]
+
+
+def test_demo_dedups_decontaminates_exports_and_reports(demo_store: Path) -> None:
+    store = Store(demo_store)
+    rows = store.query("SELECT i.source, i.url, i.path, d.kept, d.reason, d.matched FROM latest_duplicates d "
+                       "JOIN images i USING (image_id) ORDER BY d.reason, i.source").to_pylist()
+    names = [(Path(r["url"] or r["path"]).name, r["source"], r["kept"], r["reason"]) for r in rows]
+    # astronaut and coffee come from both sources (byte copies): the DIV2K copy is kept (--source-priority)
+    assert names == [("astronaut.png", "DIV2K", True, "exact"), ("coffee.png", "DIV2K", True, "exact"),
+                     ("astronaut.png", "laion-hr", False, "exact"), ("coffee.png", "laion-hr", False, "exact"),
+                     ("rocket.jpg", "laion-hr", False, "test-set")]
+    assert Path(rows[-1]["matched"]).name == "rocket-half-q75.jpg"
+    cut = set(store.query("SELECT DISTINCT image_id FROM latest_patches").column(0).to_pylist())
+    dropped = set(store.query("SELECT image_id FROM catalog WHERE duplicate_dropped").column(0).to_pylist())
+    assert cut and not cut & dropped
+    exported = sorted((demo_store / "export" / "hf" / "data").glob("*.parquet"))
+    assert exported and (demo_store / "export" / "hf" / "README.md").is_file()
+    assert sum(pq.read_metadata(p).num_rows for p in exported) == len(
+        store.query("SELECT patch_id FROM latest_patches WHERE kept"))
+    page = (demo_store / "report.html").read_text()
+    assert page.startswith("<!DOCTYPE html>") and "test-set" in page
 
 
 def test_demo_copies_train_config_and_names_the_next_step(demo_run: tuple[Path, str]) -> None:

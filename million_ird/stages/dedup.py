@@ -1,0 +1,214 @@
+"""Dedup stage: exact and near-duplicate groups across all sources, and test-set decontamination.
+
+`run_dedup`, under the store lock:
+1. hashes every test image under each `--against` folder (in process: they are few) with the ladder of
+   centre boxes `phash.TEST_REGIONS`, and its file's sha256; a missing or image-less folder, or a test
+   file that cannot be decoded, stops the run before anything is written;
+2. runs the `hashes` stage through the driver (resumes; the same code again hashes nothing);
+3. reads the hashes in force (this code's fingerprint, no error) of the ok images, with sha256, size and
+   source from the catalog;
+4. test-set matches: an image within `test_distance` of any box of an informative test image, or
+   byte-identical to any test file, is dropped with reason `test-set`, `matched` = the closest test file
+   (absolute path), `distance` = its Hamming distance (0 for a byte copy), `group_id` null;
+5. groups: exact copies (sha256) and near copies (full-frame or centre-box pHash within `max_distance`,
+   informative images only) are connected components; each keeps one image, the one with most pixels,
+   then the earliest source in `source_priority`, then the smallest id. Test-set-dropped images still
+   link their group but are never kept: the best of the other members is; a group with fewer than two
+   other members writes no rows. The pair search runs on `--workers` threads;
+6. appends one row per dropped or kept grouped image to `duplicates` under a new run_id, then saves the
+   run record, which puts this run in force (`latest_duplicates`, `catalog.duplicate_dropped`); a run
+   that finds nothing writes no rows and so clears the earlier ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from million_ird import driver, phash
+from million_ird.dedup import (
+    DEFAULT_MAX_DISTANCE,
+    DEFAULT_TEST_DISTANCE,
+    ROWS,
+    group_duplicates,
+    match_test_sets,
+)
+from million_ird.images import IMAGE_SUFFIXES, ImageError, read_image
+from million_ird.lock import store_lock
+from million_ird.stage import fingerprint_of
+from million_ird.stages.hashes import PHASH_VERSION, HashStage, hash_candidates, hash_fingerprint
+from million_ird.store import Store, StoreError, new_run_id
+
+log = logging.getLogger(__name__)
+DEDUP_VERSION = "1"  # bump when the grouping, keep rule or test-set rule changes the rows written
+
+
+@dataclass(frozen=True)
+class DedupConfig:
+    """Grouping radius, test-set radius and folders, keep-rule source priority, which images."""
+
+    max_distance: int = DEFAULT_MAX_DISTANCE
+    test_distance: int = DEFAULT_TEST_DISTANCE
+    against: tuple[str, ...] = ()
+    source_priority: tuple[str, ...] = ()
+    selection: str | None = None
+    images_per_batch: int = 64
+
+    def __post_init__(self) -> None:
+        """Refuse radii a 64-bit hash cannot have."""
+        for name in ("max_distance", "test_distance"):
+            if not 0 <= getattr(self, name) < 64:
+                raise ValueError(f"{name} must be in [0, 63], got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class HashedTestSets:
+    """The hashed test sets: one name per hash (a test file repeated per box), file sha256 -> first such file."""
+
+    names: list[str] = field(default_factory=list)
+    hashes: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    by_sha256: dict[str, str] = field(default_factory=dict)
+    files: list[tuple[str, str]] = field(default_factory=list)  # (absolute path, sha256) of every test file
+    not_informative: int = 0
+
+
+def list_test_files(folder: Path) -> list[Path]:
+    """Every image file under `folder` (recursively, sorted, hidden files skipped); one-line errors."""
+    if not folder.is_dir():
+        raise StoreError(f"--against {folder}: no such test-set folder")
+    files = sorted(Path(d) / f for d, _, names in os.walk(folder) for f in names
+                   if Path(f).suffix.lower() in IMAGE_SUFFIXES and not f.startswith("."))
+    if not files:
+        raise StoreError(f"--against {folder}: no image files ({', '.join(IMAGE_SUFFIXES)}) in this folder")
+    return files
+
+
+def hash_test_sets(folders: tuple[Path, ...]) -> HashedTestSets:
+    """Hash every box of `phash.TEST_REGIONS` of every test image (informative ones) and every file's sha256."""
+    files = [f for folder in folders for f in list_test_files(folder)]
+    names: list[str] = []
+    hashes: list[np.ndarray] = []
+    by_sha: dict[str, str] = {}
+    listed: list[tuple[str, str]] = []
+    flat = 0
+    for path in files:
+        try:
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            pixels = read_image(path)
+        except (OSError, ImageError) as exc:
+            raise StoreError(f"--against: {exc}; remove or replace that test file") from exc
+        by_sha.setdefault(digest, str(path))
+        listed.append((str(path), digest))
+        if not phash.hash_image(pixels).informative:  # its hash is noise: matched by sha256 only
+            flat += 1
+            continue
+        variants = phash.hash_variants(pixels, phash.TEST_REGIONS)
+        hashes.append(variants)
+        names += [str(path)] * len(variants)
+    return HashedTestSets(names, np.concatenate(hashes) if hashes else np.zeros(0, np.int64), by_sha, listed, flat)
+
+
+def load_hashes(store: Store, fingerprint: str, selection: str | None) -> pa.Table:
+    """The ok images with a hash in force (this fingerprint, no error): id, sha256, size, source, hashes."""
+    sql, params = hash_candidates(selection)
+    query = f"""
+        WITH k AS ({sql}),
+             h AS (SELECT image_id, phash, phash_centre, informative FROM hashes
+                   WHERE fingerprint = ? AND error IS NULL
+                   QUALIFY row_number() OVER (PARTITION BY image_id ORDER BY run_id DESC) = 1)
+        SELECT c.image_id, c.sha256, c.width, c.height, c.source, h.phash, h.phash_centre, h.informative
+        FROM catalog c JOIN h ON h.image_id = c.image_id
+        WHERE c.image_id IN (SELECT image_id FROM k)
+        ORDER BY c.image_id"""
+    return store.query(query, [*params, fingerprint])
+
+
+def closest_test_matches(images: pa.Table, tests: HashedTestSets, max_distance: int) -> pa.Table:
+    """One test-set row (ROWS) per store image that near-matches or byte-copies a test file: the closest one."""
+    variants = np.c_[images.column("phash").to_numpy(), images.column("phash_centre").to_numpy()]
+    found = match_test_sets(images.column("image_id"), variants, tests.hashes, tests.names,
+                            max_distance=max_distance, informative=images.column("informative")).to_pylist()
+    copies = images.filter(pc.is_in(images.column("sha256"), value_set=pa.array(list(tests.by_sha256), pa.string())))
+    for image_id, sha in zip(copies.column("image_id").to_pylist(), copies.column("sha256").to_pylist(), strict=True):
+        found.append({"image_id": image_id, "group_id": None, "kept": False, "reason": "test-set",
+                      "matched": tests.by_sha256[sha], "distance": 0})
+    best: dict[str, dict] = {}
+    for row in sorted(found, key=lambda r: (r["image_id"], r["distance"], r["matched"])):
+        best.setdefault(row["image_id"], row)
+    return pa.Table.from_pylist(list(best.values()), schema=ROWS)
+
+
+def find_duplicates(images: pa.Table, tests: HashedTestSets, cfg: DedupConfig, workers: int = 1) -> pa.Table:
+    """The duplicates rows (ROWS) of the hashed images: groups (test-set matches never kept), then test-set rows."""
+    test_rows = closest_test_matches(images, tests, cfg.test_distance)
+    dropped = pc.is_in(images.column("image_id"), value_set=test_rows.column("image_id")).to_numpy(zero_copy_only=False)
+    variants = np.c_[images.column("phash").to_numpy(), images.column("phash_centre").to_numpy()]
+    groups = group_duplicates(images.column("image_id"), images.column("sha256"), variants,
+                              images.column("informative"), images.column("width"), images.column("height"),
+                              images.column("source"), max_distance=cfg.max_distance,
+                              source_priority=cfg.source_priority, exclude=dropped, workers=workers)
+    return pa.concat_tables([groups, test_rows])
+
+
+def dedup_fingerprint(cfg: DedupConfig, folders: tuple[Path, ...], tests: HashedTestSets) -> str:
+    """Fingerprint of the rows: settings that change them, the hash fingerprint, the test files and their sha256."""
+    settings = {k: v for k, v in asdict(cfg).items() if k not in ("against", "images_per_batch")}
+    return fingerprint_of("dedup", DEDUP_VERSION, settings, [str(f) for f in folders], hash_fingerprint(), tests.files)
+
+
+def summarise(images: pa.Table, rows: pa.Table, tests: HashedTestSets, cfg: DedupConfig) -> dict:
+    """Counts of the run: images, groups, drops by reason and by source, test files."""
+    dropped = rows.filter(pc.invert(rows.column("kept"))).join(images.select(["image_id", "source"]), "image_id")
+    reasons = {r["values"]: r["counts"] for r in pc.value_counts(dropped.column("reason")).to_pylist()}
+    by_source = {r["values"]: r["counts"] for r in pc.value_counts(dropped.column("source")).to_pylist()}
+    test_rows = dropped.filter(pc.equal(dropped.column("reason"), "test-set"))
+    stats = {
+        "images": images.num_rows,
+        "not_informative": images.num_rows - int(pc.sum(images.column("informative")).as_py() or 0),
+        "groups": pc.count_distinct(rows.column("group_id")).as_py(),
+        "dropped_exact": reasons.get("exact", 0), "dropped_near": reasons.get("near", 0),
+        "dropped_test_set": reasons.get("test-set", 0), "dropped": dropped.num_rows,
+        "test_images": len(tests.files), "test_files_matched": pc.count_distinct(test_rows.column("matched")).as_py(),
+        "dropped_by_source": dict(sorted(by_source.items(), key=lambda kv: str(kv[0]))),
+    }
+    known = set(pc.unique(images.column("source")).to_pylist())
+    unknown = [name for name in cfg.source_priority if name not in known]
+    if unknown:
+        stats["unknown_priority_sources"] = unknown
+    return stats
+
+
+def run_dedup(store: Store, cfg: DedupConfig, run: driver.DriverConfig | None = None) -> dict:
+    """Hash, group and decontaminate the store's ok images, put the result in force; returns the run's counts."""
+    started = time.time()
+    run = run or driver.DriverConfig()
+    if cfg.selection and not (store.root / "selections" / cfg.selection).is_dir():
+        raise StoreError(f"no selection {cfg.selection!r} in {store.root}/selections; "
+                         "run `million-ird filter --name NAME` first or drop --selection")
+    folders = tuple(Path(f).expanduser().resolve() for f in cfg.against)
+    with store_lock(store.root):
+        tests = hash_test_sets(folders)  # before anything is written: a bad --against stops here
+        hashed = driver.run(store, HashStage(store.root, cfg.selection, cfg.images_per_batch), run,
+                            config={"version": PHASH_VERSION, "centre": phash.CENTRE,
+                                    "structure_min": phash.STRUCTURE_MIN, "thumb": phash.THUMB, "low": phash.LOW})
+        images = load_hashes(store, hash_fingerprint(), cfg.selection)
+        rows = find_duplicates(images, tests, cfg, workers=max(1, run.executor.workers))  # threads for the pairs
+        fp = dedup_fingerprint(cfg, folders, tests)
+        run_id = new_run_id("dedup")
+        stats: dict = {"run_id": run_id, "hashed": hashed.get("hashed", 0), "hash_errors": hashed.get("errors", 0),
+                       **summarise(images, rows, tests, cfg)}
+        full = rows.append_column("fingerprint", pa.array([fp] * rows.num_rows, pa.string()))
+        full = full.append_column("run_id", pa.array([run_id] * rows.num_rows, pa.string()))
+        store.append("duplicates", full, run_id=run_id)
+        stats["seconds"] = round(time.time() - started, 2)
+        store.save_run("dedup", run_id, {"stage": cfg, "against": [str(f) for f in folders], "driver": run,
+                                         "fingerprints": {"": fp}}, stats)  # last: puts this run in force
+    return stats
