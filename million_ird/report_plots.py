@@ -24,7 +24,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from million_ird.flat import CELL, GRADIENT_VARIANCE, cleaned_gray
+from million_ird.flat import CELL, flat_cells
 from million_ird.images import MEMBER_REF, ImageError, member_ref, read_image, to_uint8
 
 log = logging.getLogger(__name__)
@@ -232,21 +232,6 @@ def jpeg_uri(img: np.ndarray, size: int = 160, quality: int = 80) -> str:
 def thumb_uri(img: np.ndarray | None, size: int = 160) -> str | None:
     """`jpeg_uri` of a picture, None for one that could not be read."""
     return None if img is None else jpeg_uri(img, size)
-
-
-def flat_cells(patch: np.ndarray, cell: int = CELL, threshold: float = GRADIENT_VARIANCE) -> np.ndarray:
-    """rows x cols booleans: True where the detector calls a cell flat (their mean is `flat_ratio`)."""
-    gray = cleaned_gray(patch)
-    rows, cols = gray.shape[0] // cell, gray.shape[1] // cell
-    if rows == 0 or cols == 0:
-        raise ValueError(f"patch {gray.shape} is smaller than one {cell}-px cell")
-    gx = cv2.Sobel(gray, cv2.CV_32F, 1, 0, ksize=3)
-    gy = cv2.Sobel(gray, cv2.CV_32F, 0, 1, ksize=3)
-    mag = cv2.magnitude(gx, gy)[: rows * cell, : cols * cell].reshape(rows, cell, cols, cell)
-    n = cell * cell
-    mean = mag.sum(axis=(1, 3), dtype=np.float64) / n
-    variance = np.square(mag).sum(axis=(1, 3), dtype=np.float64) / n - mean * mean
-    return variance < threshold
 
 
 def flat_overlay(patch: np.ndarray, cells: np.ndarray, cell: int = CELL, alpha: float = 0.45) -> np.ndarray:

@@ -20,9 +20,7 @@ from typer.testing import CliRunner
 from million_ird.cli import report as report_cli
 from million_ird.driver import DriverConfig
 from million_ird.filter import FilterConfig, run_filter
-from million_ird.flat import flat_ratio
 from million_ird.report import ReportConfig, write_report
-from million_ird.report_plots import flat_cells
 from million_ird.stages.patches import PatchesConfig, run_patches
 from million_ird.store import Store, new_run_id
 
@@ -176,15 +174,6 @@ def test_thresholds_duplicates_and_overlay_are_shown(built: tuple[Store, Path, s
         assert f'data-duplicate="{image_id}"' in page
     assert "test-set · distance 4" in page and "near · distance 6" in page
     assert "none yet" not in page
-
-
-def test_flat_cells_are_the_detectors_cells() -> None:
-    rng = np.random.default_rng(3)
-    for _ in range(5):
-        patch = rng.integers(0, 255, (256, 256, 3), dtype=np.uint8)
-        patch[: rng.integers(0, 256), : rng.integers(0, 256)] = rng.integers(0, 255)
-        cells = flat_cells(patch)
-        assert cells.shape == (4, 4) and cells.mean() == flat_ratio(patch)
 
 
 def test_sampling_follows_the_seed(built: tuple[Store, Path, str], tmp_path: Path) -> None:
