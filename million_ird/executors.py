@@ -22,13 +22,21 @@ EXECUTORS = ("local", "ray")
 _WORKER_STAGE: Stage | None = None
 
 
+class ExecutorError(RuntimeError):
+    """The executor cannot run here: its extra is missing, its cluster is unreachable, its resources are absent."""
+
+
+class MissingExtra(ExecutorError, ImportError):
+    """An executor's optional extra is not installed (the message names the `pip install` to run)."""
+
+
 @dataclass(frozen=True)
 class ExecutorConfig:
     """Where batches run: `local` (this process, or a pool of `workers` processes) or `ray` (Ray Data)."""
 
     executor: str = "local"
     workers: int = 1
-    ray_address: str | None = None  # None: a Ray cluster already initialised, or a local one started here
+    ray_address: str | None = None  # None: an initialised Ray, else RAY_ADDRESS, else a local one started here
     gpus_per_worker: float = 0.0  # Ray: GPUs each worker declares (NIMA on GPUs, NIQE/BRISQUE on CPUs)
 
     def __post_init__(self) -> None:
@@ -36,6 +44,10 @@ class ExecutorConfig:
             raise ValueError(f"executor {self.executor!r}: choose one of {', '.join(EXECUTORS)}")
         if self.workers < 1:
             raise ValueError(f"workers must be at least 1, got {self.workers}")
+        if self.gpus_per_worker < 0:
+            raise ValueError(f"gpus_per_worker must be >= 0, got {self.gpus_per_worker}")
+        if self.executor != "ray" and (self.gpus_per_worker or self.ray_address):
+            raise ValueError("--ray-address and --gpus-per-worker are for --executor ray")
 
 
 def _init_worker(stage: Stage) -> None:
@@ -69,6 +81,14 @@ def run_local(stage: Stage, batches: Iterable[pa.RecordBatch], workers: int = 1)
                     yield fut.result()
         for fut in list(pending):
             yield fut.result()
+
+
+def check_executor(cfg: ExecutorConfig) -> None:
+    """Before any work: raise MissingExtra when the executor's extra is missing, ExecutorError when its cluster is unreachable."""
+    if cfg.executor == "ray":
+        from million_ird.ray_executor import check_ray
+
+        check_ray(cfg)
 
 
 def execute(stage: Stage, batches: Iterable[pa.RecordBatch], cfg: ExecutorConfig) -> Iterator[pa.RecordBatch]:

@@ -15,7 +15,7 @@ import click
 import typer
 
 from million_ird.lock import LockError, StoreLock, store_lock
-from million_ird.store import Store, StoreError
+from million_ird.store import DownloadProgress, Store, StoreError
 
 Manifest = Annotated[Path, typer.Option("--manifest", "-m", help="Dataset directory (the store).")]
 Wait = Annotated[bool, typer.Option("--wait", help="When another writing command holds the store, wait until it "
@@ -40,6 +40,23 @@ def existing_store(manifest: Path, check_layout: bool = True) -> Store:
     except StoreError as exc:
         fail(str(exc))
     return store
+
+
+def downloaded_store(manifest: Path) -> tuple[Store, DownloadProgress]:
+    """The store and how far `download` got; a one-line error naming `download` while no image is downloaded."""
+    store = existing_store(manifest)
+    progress = store.download_progress()
+    blocker = progress.blocker(shlex.quote(str(manifest)))
+    if blocker:
+        fail(blocker)
+    return store, progress
+
+
+def echo_download_note(progress: DownloadProgress, manifest: Path) -> None:
+    """Remind the user of images with no download outcome yet (nothing when every image has one)."""
+    note = progress.note(shlex.quote(str(manifest)))
+    if note:
+        typer.echo(note)
 
 
 def command_line() -> str:
@@ -121,16 +138,29 @@ Limit = Annotated[int | None, typer.Option(help="Process at most N pending items
 
 def driver_config(executor: str, workers: int, ray_address: str | None, retry_errors: bool,
                   limit: int | None, gpus_per_worker: float = 0.0) -> Any:
-    """The DriverConfig the shared options describe (a bad --executor or --workers is a one-line error)."""
+    """The DriverConfig the shared options describe; a bad option or a missing executor extra is a one-line error."""
     from million_ird.driver import DriverConfig
-    from million_ird.executors import ExecutorConfig
+    from million_ird.executors import ExecutorConfig, check_executor
 
     try:
         ex = ExecutorConfig(executor=executor, workers=workers, ray_address=ray_address,
                             gpus_per_worker=gpus_per_worker)
     except ValueError as exc:
         fail(str(exc))
+    with executor_errors():
+        check_executor(ex)  # a missing extra or an unreachable cluster is said before any work, not after it
     return DriverConfig(executor=ex, retry_errors=retry_errors, limit=limit)
+
+
+@contextmanager
+def executor_errors() -> Iterator[None]:
+    """Turn what stops an executor (its extra missing, its cluster unreachable, absent GPUs) into exit 2."""
+    from million_ird.executors import ExecutorError
+
+    try:
+        yield
+    except ExecutorError as exc:
+        fail(str(exc))
 
 
 def echo_run(stats: dict[str, Any], skip: tuple[str, ...] = ()) -> None:

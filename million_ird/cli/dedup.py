@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shlex
 from pathlib import Path
 from typing import Annotated
 
@@ -14,9 +13,11 @@ from million_ird.cli.common import (
     RayAddress,
     RetryErrors,
     Workers,
+    downloaded_store,
     driver_config,
+    echo_download_note,
     echo_run,
-    existing_store,
+    executor_errors,
     fail,
     writes_store,
 )
@@ -70,13 +71,10 @@ once (resumed like every stage); each run recomputes the groups and is the one i
     except ValueError as exc:
         fail(str(exc))
     run = driver_config(executor, workers, ray_address, retry_errors, None)
-    store = existing_store(manifest)
-    progress = store.download_progress()
-    blocker = progress.blocker(shlex.quote(str(manifest)))
-    if blocker:
-        fail(blocker)
+    store, progress = downloaded_store(manifest)
     try:
-        stats = run_dedup(store, cfg, run)
+        with executor_errors():
+            stats = run_dedup(store, cfg, run)
     except StoreError as exc:
         fail(str(exc))
     by_source = stats.get("dropped_by_source") or {}
@@ -90,9 +88,7 @@ once (resumed like every stage); each run recomputes the groups and is the one i
                    f"{', '.join(stats['unknown_priority_sources'])}")
     typer.echo(f"dropped {stats['dropped']} of {stats['images']} images "
                f"({stats['dropped_exact']} exact, {stats['dropped_near']} near, {stats['dropped_test_set']} test-set)")
-    note = progress.note(shlex.quote(str(manifest)))
-    if note:
-        typer.echo(note)
+    echo_download_note(progress, manifest)
 
 
 def register(app: typer.Typer) -> None:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import logging
-import shlex
+from dataclasses import replace
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import numpy as np
 import typer
@@ -17,8 +17,11 @@ from million_ird.cli.common import (
     RayAddress,
     RetryErrors,
     Workers,
+    downloaded_store,
     driver_config,
+    echo_download_note,
     echo_run,
+    executor_errors,
     existing_store,
     fail,
     writes_store,
@@ -26,7 +29,37 @@ from million_ird.cli.common import (
 from million_ird.store import StoreError
 from million_ird.summary import format_table
 
+if TYPE_CHECKING:
+    from million_ird.driver import DriverConfig
+    from million_ird.stages.score import ScoreConfig
+
 log = logging.getLogger(__name__)
+CPU_METRICS = ("niqe", "brisque")  # computed on CPU whatever --device says; every other metric uses the device
+
+
+def _check_devices(device: str, executor: str, gpus_per_worker: float) -> None:
+    """One-line errors for --device / --gpus-per-worker pairs that would run on the wrong hardware under Ray."""
+    if executor != "ray":
+        return
+    if gpus_per_worker and not device.startswith("cuda"):
+        fail(f"--gpus-per-worker {gpus_per_worker:g} with --device {device}: NIMA would hold a GPU and run on "
+             "CPU; add --device cuda")
+    if device.startswith("cuda") and not gpus_per_worker:
+        fail(f"--device {device} on Ray needs --gpus-per-worker (e.g. 1): Ray gives GPUs only to workers that "
+             "declare them")
+    if device.startswith("cuda:") and device != "cuda:0":
+        fail(f"--device {device}: a Ray worker sees only the GPUs it was given, as cuda:0...; use --device cuda")
+
+
+def score_runs(cfg: ScoreConfig, run: DriverConfig) -> list[tuple[ScoreConfig, DriverConfig]]:
+    """The driver runs of one score command: on Ray with GPUs, NIQE/BRISQUE on CPU workers, the rest on GPU workers."""
+    if not run.executor.gpus_per_worker:
+        return [(cfg, run)]
+    on_cpu = tuple(m for m in cfg.metrics if m in CPU_METRICS)
+    on_gpu = tuple(m for m in cfg.metrics if m not in CPU_METRICS)
+    cpu_run = replace(run, executor=replace(run.executor, gpus_per_worker=0.0))
+    return [(replace(cfg, metrics=names), r) for names, r in ((on_cpu, cpu_run), (on_gpu, run)) if names]
+
 
 def score_command(
     manifest: Manifest,
@@ -43,8 +76,9 @@ def score_command(
     limit: Limit = None,
     executor: Executor = "local",
     ray_address: RayAddress = None,
-    gpus_per_worker: Annotated[float, typer.Option(help="Ray: GPUs each worker declares (e.g. 1 for NIMA on "
-                                                   "GPU nodes; 0 keeps the stage on CPUs).")] = 0.0,
+    gpus_per_worker: Annotated[float, typer.Option(help="Ray: GPUs each NIMA/pyiqa worker declares (e.g. 1, or 0.5 "
+                                                   "for two per GPU; needs --device cuda); NIQE/BRISQUE then run "
+                                                   "apart on CPU-only workers. 0: every worker on CPUs.")] = 0.0,
 ) -> None:
     """Score every ok image with no-reference IQA metrics; one row per (image, metric); resumes per metric and config."""
     from million_ird.stages.score import ScoreConfig, run_score, usable_metrics
@@ -54,6 +88,7 @@ def score_command(
         fail("--metrics is empty; give e.g. niqe,brisque")
     if niqe_params is not None and not niqe_params.is_file():
         fail(f"--niqe-params {niqe_params}: no such file; create one with `million-ird iqa fit-niqe`")
+    _check_devices(device, executor, gpus_per_worker)
     if device.startswith("cuda") and executor == "local" and workers > 1:
         log.warning("%s: using one worker (a CUDA model is not shared across processes)", device)
         workers = 1
@@ -61,25 +96,27 @@ def score_command(
                       niqe_params=str(niqe_params) if niqe_params else None,
                       nima_weights=str(nima_weights) if nima_weights else None)
     run = driver_config(executor, workers, ray_address, retry_errors, limit, gpus_per_worker)
-    store = existing_store(manifest)
-    progress = store.download_progress()
     try:
-        usable_metrics(cfg)  # a misspelt metric is reported before the store's state
-        blocker = progress.blocker(shlex.quote(str(manifest)))
-        if blocker:
-            fail(blocker)
-        stats = run_score(store, cfg, run)
+        usable, skipped = usable_metrics(cfg)  # a misspelt metric is reported before the store's state
+    except (KeyError, ImportError, ValueError) as exc:
+        fail(str(exc).strip("'\""))
+    store, progress = downloaded_store(manifest)
+    runs: list[dict] = []
+    try:
+        with executor_errors():
+            for part_cfg, part_run in score_runs(replace(cfg, metrics=usable), run):
+                runs.append(run_score(store, part_cfg, part_run))
     except (KeyError, StoreError, ImportError, ValueError) as exc:
         fail(str(exc).strip("'\""))
-    for metric, reason in stats.pop("skipped_metrics").items():
+    for metric, reason in skipped.items():
         typer.echo(f"{metric} skipped: {reason}")
-    echo_run(stats)
-    if stats["pending"] == 0:
+    for stats in runs:
+        stats.pop("skipped_metrics")
+        echo_run(stats)
+    if sum(stats["pending"] for stats in runs) == 0:
         what = "image" if progress.tried == progress.images else "downloaded image"
         typer.echo(f"nothing to do: every {what} is already scored with these metrics and parameters")
-    note = progress.note(shlex.quote(str(manifest)))
-    if note:
-        typer.echo(note)
+    echo_download_note(progress, manifest)
 
 
 def filter_command(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shlex
 from typing import Annotated
 
 import typer
@@ -14,9 +13,11 @@ from million_ird.cli.common import (
     RayAddress,
     RetryErrors,
     Workers,
+    downloaded_store,
     driver_config,
+    echo_download_note,
     echo_run,
-    existing_store,
+    executor_errors,
     fail,
     writes_store,
 )
@@ -46,13 +47,10 @@ def patches(
     cfg = PatchesConfig(size=size, cell=cell, flat_threshold=flat_threshold, max_flat=max_flat, selection=selection,
                         shard_mb=shard_mb, images_per_batch=images_per_batch, include_duplicates=include_duplicates)
     run = driver_config(executor, workers, ray_address, retry_errors, limit)
-    store = existing_store(manifest)
-    progress = store.download_progress()
-    blocker = progress.blocker(shlex.quote(str(manifest)))
-    if blocker:
-        fail(blocker)
+    store, progress = downloaded_store(manifest)
     try:
-        stats = run_patches(store, cfg, run)
+        with executor_errors():
+            stats = run_patches(store, cfg, run)
     except StoreError as exc:
         fail(str(exc))
     echo_run(stats)
@@ -61,9 +59,7 @@ def patches(
         what = "image" if progress.tried == progress.images else "downloaded image"
         typer.echo(f"nothing to do: every {what}{where} is already cut with these settings" if count_candidates(store, cfg)
                    else f"nothing to do: no downloaded image{where} is at least {size} px on both sides")
-    note = progress.note(shlex.quote(str(manifest)))
-    if note:
-        typer.echo(note)
+    echo_download_note(progress, manifest)
 
 
 def register(app: typer.Typer) -> None:

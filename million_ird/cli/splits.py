@@ -11,7 +11,15 @@ from typing import Annotated
 import typer
 
 from million_ird import pair_exports
-from million_ird.cli.common import Executor, RayAddress, Workers, driver_config, fail, writes_store
+from million_ird.cli.common import (
+    Executor,
+    RayAddress,
+    Workers,
+    driver_config,
+    executor_errors,
+    fail,
+    writes_store,
+)
 from million_ird.sources.benchmarks import LayoutError
 from million_ird.stages import split_plan as P
 from million_ird.stages import splits as S
@@ -113,7 +121,8 @@ def register(app: typer.Typer) -> None:
         try:
             planned, counts = P.plan_pairs(store, cfg)
             typer.echo(format_table(P.counts_table(counts)))
-            stats = S.run_splits(store, cfg, planned, run)
+            with executor_errors():
+                stats = S.run_splits(store, cfg, planned, run)
             exported = _export(store, recipe, export, export_dir or store.root / "exports" / recipe, seed) if export else {}
         except (LayoutError, P.SplitError, StoreError) as exc:
             fail(str(exc))

@@ -45,7 +45,9 @@ LEFT JOIN (SELECT image_id, count(*) AS n, bool_or(status = 'ok') AS ok FROM dow
 WHERE NOT coalesce(a.ok, false) AND coalesce(a.n, 0) < ?
 ORDER BY i.image_id
 """
-DISTRIBUTORS = {"multiprocessing": None, "ray": "ray", "pyspark": "pyspark"}  # name -> package it needs
+# name -> (module it needs, how to install it)
+DISTRIBUTORS = {"multiprocessing": (None, ""), "ray": ("ray", "pip install 'million-ird[ray]'"),
+                "pyspark": ("pyspark", "pip install pyspark")}
 
 
 @dataclass(frozen=True)
@@ -69,9 +71,9 @@ def check_config(cfg: DownloadConfig) -> None:
     """Refuse a config that cannot run, in one line: unknown distributor, its package missing, bad limits."""
     if cfg.distributor not in DISTRIBUTORS:
         raise StoreError(f"unknown distributor {cfg.distributor!r}; valid: {', '.join(DISTRIBUTORS)}")
-    module = DISTRIBUTORS[cfg.distributor]
+    module, install = DISTRIBUTORS[cfg.distributor]
     if module and importlib.util.find_spec(module) is None:  # img2dataset would silently download nothing
-        raise StoreError(f"distributor {cfg.distributor!r} needs the {module} package: pip install {module}")
+        raise StoreError(f"distributor {cfg.distributor!r} needs the {module} package: {install}")
     if cfg.max_bytes < 0:
         raise StoreError(f"max-bytes must be >= 0 (0: no limit), got {cfg.max_bytes}")
 
