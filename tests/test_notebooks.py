@@ -5,10 +5,7 @@
 
 from __future__ import annotations
 
-import os
 import runpy
-import subprocess
-import sys
 from pathlib import Path
 
 import cv2
@@ -30,14 +27,9 @@ def test_notebook_is_valid_percent_format(notebook: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def demo_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A store built by `million-ird demo` (the bundled sample, served from 127.0.0.1)."""
-    out = tmp_path_factory.mktemp("demo") / "store"
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-    proc = subprocess.run([sys.executable, "-m", "million_ird.cli", "demo", "--out", str(out)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600, check=False)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return out
+def demo_store(demo_build: tuple[Path, str]) -> Path:
+    """The session's store built by `million-ird demo` (the bundled sample, served from 127.0.0.1)."""
+    return demo_build[0]
 
 
 def test_explore_manifest_runs_on_the_demo_store(demo_store: Path, tmp_path: Path,

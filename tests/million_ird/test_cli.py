@@ -21,9 +21,8 @@ from million_ird.store import Store
 
 
 @pytest.fixture(scope="module")
-def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    out = tmp_path_factory.mktemp("demo") / "store"
-    stdout = cli("demo", "--out", str(out)).stdout
+def demo_run(demo_build: tuple[Path, str]) -> tuple[Path, str]:
+    out, stdout = demo_build
     for step in ("ingest", "download", "score", "filter", "dedup", "patches", "splits", "export", "report", "stats"):
         assert f"== million-ird {step}" in stdout or f"== {step}" in stdout, step
     return out, stdout

@@ -15,7 +15,6 @@ import pyarrow.parquet as pq
 import pytest
 import typer
 import yaml
-from curation_helpers import cli
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -44,10 +43,8 @@ def run_export(*args: str) -> tuple[int, str, str]:
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
-    out = tmp_path_factory.mktemp("demo") / "store"
-    cli("demo", "--out", str(out))  # 256² patches of 5 images in tar shards
-    return Store(out)
+def store(demo_build: tuple[Path, str]) -> Store:
+    return Store(demo_build[0])  # the session's demo store: 256² patches in tar shards
 
 
 @pytest.fixture(scope="module")
