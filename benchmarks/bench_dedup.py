@@ -20,7 +20,8 @@ import cv2
 import numpy as np
 
 from million_ird import phash
-from million_ird.dedup import DEFAULT_MAX_DISTANCE, DEFAULT_TEST_DISTANCE, HashIndex, popcount64
+from million_ird.dedup import DEFAULT_MAX_DISTANCE, DEFAULT_TEST_DISTANCE
+from million_ird.hash_index import HashIndex, popcount64
 
 DEMO = Path(__file__).resolve().parents[1] / "manifests" / "demo" / "photos"
 PHOTOS = ("astronaut", "brick", "camera", "chelsea", "clock", "coffee", "coins", "colorwheel", "grass", "gravel",

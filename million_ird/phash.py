@@ -15,7 +15,7 @@ The hash, step by step:
 
 Bit layout and sign convention: AC coefficient k (row-major order over the 8x8 block, DC skipped, k = 0..62)
 is bit 62 - k. Bit 63 is always 0, so every hash lies in [0, 2**63) and is stored in an int64 column
-unchanged (non-negative); no two's-complement wrapping ever happens. `million_ird.dedup` works on the
+unchanged (non-negative); no two's-complement wrapping ever happens. `million_ird.hash_index` works on the
 uint64 bit pattern (`as_uint64`), so any 64-bit values, negative int64 included, index correctly.
 
 Crops. A global pHash moves by 10-20 bits when 3-5% is cut off each side, because the whole frame rescales.

@@ -15,15 +15,11 @@ from million_ird.dedup import (
     DEFAULT_MAX_DISTANCE,
     DEFAULT_TEST_DISTANCE,
     ROWS,
-    HashIndex,
-    _bands,
-    as_uint64,
     connected_components,
     group_duplicates,
     match_test_sets,
-    plan_bands,
-    popcount64,
 )
+from million_ird.hash_index import HashIndex, _bands, as_uint64, plan_bands, popcount64
 
 skdata = pytest.importorskip("skimage.data")
 K = DEFAULT_MAX_DISTANCE
