@@ -1,4 +1,4 @@
-"""The consensus filter: one DuckDB query over `catalog` keeps images that pass every given threshold.
+"""The consensus filter: one DuckDB query over the catalog keeps images that pass every given threshold.
 
 A selection is written as selections/NAME/part-00000.parquet (image_id, selection) plus
 selections/NAME/selection.json (thresholds, counts, run id, versions); the data is never copied.
@@ -33,7 +33,9 @@ import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from million_ird.atomic import TMP_PREFIX
 from million_ird.schema import SELECTIONS
@@ -80,41 +82,50 @@ class FilterConfig:
 
 
 def build_sql(cfg: FilterConfig) -> tuple[str, list[float]]:
-    """The one query: per ok image its source, a pass flag per rule (NULL score fails) and `kept`."""
-    flags = ["coalesce(least(width, height) >= ?, false) AS pass_side"]
+    """The one query: per ok image its source, a pass flag per rule (NULL score fails) and `kept`.
+
+    It reads the catalog's columns it needs from `catalog_base` and `latest_scores` (the catalog's own
+    sources), not the whole `catalog`: the same rows, without the catalog's other joins."""
+    flags = ["coalesce(least(b.width, b.height) >= ?, false) AS pass_side"]
     params: list[float] = [cfg.min_side]
     for metric, value in cfg.thresholds().items():
-        flags.append(f"coalesce({metric} {RULES[metric]} ?, false) AS pass_{metric}")
+        flags.append(f"coalesce(s.{metric} {RULES[metric]} ?, false) AS pass_{metric}")
         params.append(value)
     names = ["pass_side"] + [f"pass_{m}" for m in cfg.thresholds()]
     outer = ", ".join(["image_id", "source", *cfg.thresholds(), *names]) + f", ({' AND '.join(names)}) AS kept"
-    sql = f"SELECT {outer} FROM (SELECT *, {', '.join(flags)} FROM catalog WHERE status = 'ok') AS c ORDER BY image_id"
+    columns = ", ".join(["b.image_id", "b.source", *(f"s.{m}" for m in cfg.thresholds()), *flags])
+    sql = (f"SELECT {outer} FROM (SELECT {columns} FROM catalog_base b LEFT JOIN latest_scores s USING (image_id) "
+           "WHERE b.status = 'ok') AS c ORDER BY image_id")
     return sql, params
 
 
-def _check_scores(store: Store, cfg: FilterConfig) -> None:
-    counts = store.query("SELECT count(niqe) AS niqe, count(brisque) AS brisque, count(nima) AS nima FROM catalog")
-    have = counts.to_pylist()[0]
+def _check_scores(con: duckdb.DuckDBPyConnection, store: Store, cfg: FilterConfig, result: pa.Table) -> None:
+    """Refuse a threshold on a metric no image has a score for (the catalog is asked only when no ok image has one)."""
     for metric in cfg.thresholds():
-        if have[metric] == 0:
+        if result.column(metric).null_count < result.num_rows:
+            continue
+        if con.sql(f"SELECT count({metric}) FROM catalog").fetchall()[0][0] == 0:
             how = "--metrics nima --nima-weights PATH" if metric == "nima" else f"--metrics {metric}"
             raise StoreError(f"--{metric} given but no image in {store.root} has a {metric} score; "
                              f"run `million-ird score --manifest {store.root} {how}` first")
 
 
+def _count(mask: pa.Array | pa.ChunkedArray) -> int:
+    """How many rows of a boolean column are true."""
+    return int(pc.sum(pc.cast(mask, pa.int64())).as_py() or 0)
+
+
 def summarise(result: pa.Table, cfg: FilterConfig) -> tuple[list[dict], dict[str, int]]:
     """Kept/total per source, and how many images each rule rejected (a rule counted independently)."""
-    rows = result.to_pylist()
-    per_source: dict[str, dict] = {}
-    for r in rows:
-        s = per_source.setdefault(r["source"], {"source": r["source"], "kept": 0, "total": 0})
-        s["total"] += 1
-        s["kept"] += int(r["kept"])
-    rejected = {"min_side": sum(not r["pass_side"] for r in rows)}
+    groups = result.group_by("source", use_threads=False).aggregate([("kept", "count"), ("kept", "sum")])
+    per_source = [{"source": g["source"], "kept": int(g["kept_sum"] or 0), "total": int(g["kept_count"])}
+                  for g in groups.sort_by("source").to_pylist()]
+    rejected = {"min_side": _count(pc.invert(result.column("pass_side")))}
     for metric in cfg.thresholds():
-        rejected[metric] = sum(not r[f"pass_{metric}"] and r[metric] is not None for r in rows)
-        rejected[f"{metric}_unscored"] = sum(r[metric] is None for r in rows)
-    return sorted(per_source.values(), key=lambda d: d["source"]), rejected
+        scored = pc.is_valid(result.column(metric))
+        rejected[metric] = _count(pc.and_(pc.invert(result.column(f"pass_{metric}")), scored))
+        rejected[f"{metric}_unscored"] = result.num_rows - _count(scored)
+    return per_source, rejected
 
 
 def run_filter(store: Store, cfg: FilterConfig) -> dict:
@@ -125,12 +136,12 @@ def run_filter(store: Store, cfg: FilterConfig) -> dict:
     if exists and not cfg.dry_run and not cfg.replace:
         raise StoreError(_exists_message(cfg.name, selection_path(store, cfg.name)))
     cfg = cfg.with_defaults()
-    _check_scores(store, cfg)
     sql, params = build_sql(cfg)
-    result = store.query(sql, params)
+    with store.connect(derive=("catalog_base", "latest_scores")) as con:
+        result = con.sql(sql, params=params).to_arrow_table()
+        _check_scores(con, store, cfg, result)
     per_source, rejected = summarise(result, cfg)
-    kept_ids = [r for r, k in zip(result.column("image_id").to_pylist(), result.column("kept").to_pylist(),
-                                  strict=True) if k]
+    kept_ids = result.filter(result.column("kept")).column("image_id")
     run_id = new_run_id("filter")
     record = {"name": cfg.name, "run_id": run_id, "created_at": utc_now().isoformat(), "config": asdict(cfg),
               "thresholds": {m: f"{RULES[m]} {v}" for m, v in cfg.thresholds().items()},
@@ -138,8 +149,8 @@ def run_filter(store: Store, cfg: FilterConfig) -> dict:
               "per_source": per_source, "rejected_by": rejected, "sql": sql, "versions": code_version(),
               "replaced": exists and not cfg.dry_run}
     if not cfg.dry_run:
-        table = pa.table({"image_id": pa.array(kept_ids, pa.string()),
-                          "selection": pa.array([cfg.name] * len(kept_ids), pa.string())}, schema=SELECTIONS)
+        table = pa.table({"image_id": kept_ids.cast(pa.string()),
+                          "selection": pa.repeat(pa.scalar(cfg.name, pa.string()), len(kept_ids))}, schema=SELECTIONS)
         write_selection(store, cfg.name, table, record, cfg.replace)
         store.save_run("filter", run_id, cfg, {k: record[k] for k in ("kept", "total", "per_source", "rejected_by")})
     return record

@@ -16,16 +16,16 @@ SELECT source,
        count(*) FILTER (WHERE status = 'ok' AND declared_width IS NOT NULL
                         AND (declared_width <> width OR declared_height <> height)) AS size_mismatch,
        count(*) FILTER (WHERE status = 'ok' AND least(width, height) >= 1024) AS ok_min_side_1024
-FROM catalog GROUP BY source
+FROM catalog_base GROUP BY source
 ORDER BY source
 """
 
 
 def store_stats(store: Store) -> dict:
     """Per-source counts plus a total row and the failure reasons."""
-    with store.connect() as con:
+    with store.connect(derive=("catalog_base",)) as con:  # the catalog's download columns; no scores needed
         per_source = con.sql(STATS_SQL).to_arrow_table().to_pylist()
-        errors = con.sql("SELECT error, count(*) AS n FROM catalog WHERE status = 'failed' "
+        errors = con.sql("SELECT error, count(*) AS n FROM catalog_base WHERE status = 'failed' "
                          "GROUP BY error ORDER BY n DESC LIMIT 10").to_arrow_table().to_pylist()
         rejected = con.sql("SELECT count(*) FROM rejected").fetchall()[0][0]
     total = {"source": "TOTAL"}

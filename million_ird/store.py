@@ -7,8 +7,10 @@ import json
 import logging
 import os
 import platform
+import re
 import subprocess
 import uuid
+from collections.abc import Iterable
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -18,7 +20,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from million_ird import __version__
+from million_ird import __version__, derived
 from million_ird.atomic import TMP_PREFIX, atomic_path
 from million_ird.lock import assert_held
 from million_ird.schema import SCHEMAS, SELECTIONS
@@ -39,14 +41,17 @@ QUALIFY row_number() OVER (PARTITION BY image_id ORDER BY (status = 'ok') DESC, 
 """
 # Per (image, metric): the value of the config in force (the metric's fingerprint in its latest score run),
 # else of the most recent successful row (latest scored_at, then run_id; a row without scored_at counts as
-# oldest). A later run of other metrics or an error row never blanks a value. One hash aggregate.
-LATEST_SCORE_VALUES = """
+# oldest). A later run of other metrics or an error row never blanks a value. One hash aggregate; the
+# filter sits inside it (a NULL value: no successful row), so a GROUP BY image_id over this view is known
+# unique and DuckDB drops a LEFT JOIN to it that no column is read from.
+SCORE_VALUES = """
 SELECT image_id, metric,
        arg_max(value, (fingerprint IN ({current}), coalesce(scored_at, TIMESTAMPTZ '-infinity'),
-                       coalesce(run_id, ''))) AS value
-FROM scores WHERE error IS NULL AND value IS NOT NULL
+                       coalesce(run_id, ''))) FILTER (WHERE error IS NULL AND value IS NOT NULL) AS value
+FROM scores
 GROUP BY image_id, metric
 """
+LATEST_SCORE_VALUES = "SELECT * FROM _score_values WHERE value IS NOT NULL"
 PIVOTED_METRICS = ("niqe", "brisque", "nima")  # always catalog columns; any other metric scored is added
 # the rows of one fingerprint per key: the fingerprint of the stage's latest run where the key has rows
 # under it, else the key's most recent rows (so `--size 256` then `--size 512` again shows 512 again)
@@ -65,16 +70,24 @@ SELECT count(*) AS images, count(d.image_id) AS tried, count(*) FILTER (WHERE d.
 FROM images i
 LEFT JOIN (SELECT image_id, bool_or(status = 'ok') AS ok FROM downloads GROUP BY image_id) d USING (image_id)
 """
-CATALOG = """
+# the catalog without its metric and dedup columns: every image with its latest download outcome
+CATALOG_BASE = """
 SELECT i.image_id, i.source, i.url, i.width AS declared_width, i.height AS declared_height,
        d.status, d.error, coalesce(d.path, i.path) AS path, d.format, d.width, d.height, d.channels,
-       d.bit_depth, d.bytes, d.sha256, d.attempt, {metric_columns},
-       coalesce(NOT dup.kept, false) AS duplicate_dropped, dup.reason AS duplicate_reason
+       d.bit_depth, d.bytes, d.sha256, d.attempt
 FROM images i
 LEFT JOIN latest_downloads d USING (image_id)
-LEFT JOIN latest_scores s USING (image_id)
+"""
+CATALOG = """
+SELECT b.*, {metric_columns},
+       coalesce(NOT dup.kept, false) AS duplicate_dropped, dup.reason AS duplicate_reason
+FROM catalog_base b
+LEFT JOIN _catalog_scores s USING (image_id)
 LEFT JOIN latest_duplicates dup USING (image_id)
 """
+# the views a query reads, by name, whose derived file (million_ird.derived) `Store.query` builds first
+DERIVE_FOR = {"catalog_base": re.compile(r"\bcatalog(_base)?\b", re.I),
+              "latest_scores": re.compile(r"\blatest_scores\b", re.I)}
 
 
 class StoreError(RuntimeError):
@@ -292,34 +305,55 @@ class Store:
                              f"{self.root / 'patches'} and {self.files_dir / 'patches'} and run `million-ird patches` "
                              "again (it writes tar shards now)")
 
-    def connect(self) -> duckdb.DuckDBPyConnection:
-        """An in-memory DuckDB connection with views over every table, the latest_* views and `catalog`."""
+    def connect(self, derive: Iterable[str] = ()) -> duckdb.DuckDBPyConnection:
+        """An in-memory DuckDB connection with views over every table, the latest_* views and `catalog`.
+
+        `catalog_base` and `latest_scores` read their derived file (million_ird.derived) when a current one
+        exists; the views named in `derive` get one built first (on big stores). Results are the same."""
         con = duckdb.connect(":memory:")
+        files: dict[str, list[Path]] = {}
         for table, schema in SCHEMAS.items():
-            files = self.parts(table)
-            self._check_schema(table, files)
-            self._create_view(con, table, files, schema)
+            files[table] = self.parts(table)
+            self._check_schema(table, files[table])
+            self._create_view(con, table, files[table], schema)
         self._create_view(con, "selections", sorted((self.root / "selections").glob(f"*/{PART_GLOB}")), SELECTIONS)
         con.execute(f"CREATE VIEW latest_downloads AS {LATEST_DOWNLOADS}")
-        in_force = ", ".join(_literal(f) for f in self.current_fingerprints("score")) or "NULL"
-        con.execute(f"CREATE VIEW latest_score_values AS {LATEST_SCORE_VALUES.format(current=in_force)}")
-        metrics = list(PIVOTED_METRICS) + sorted(
-            {r[0] for r in con.execute("SELECT DISTINCT metric FROM scores").fetchall()} - set(PIVOTED_METRICS))
-        pivot = ", ".join(f"any_value(value) FILTER (WHERE metric = '{m.replace(chr(39), chr(39) * 2)}') AS "
-                          f'"{m}"' for m in metrics)
-        con.execute(f"CREATE VIEW latest_scores AS SELECT image_id, {pivot} FROM latest_score_values GROUP BY image_id")
+        derive = set(derive)
+        derived.create_view(con, self.root, "catalog_base", CATALOG_BASE, files["images"] + files["downloads"],
+                            "catalog_base" in derive, key=LATEST_DOWNLOADS)
+        metrics = self._score_views(con, files["scores"], "latest_scores" in derive)
+        columns = ", ".join(f's."{m.replace(chr(34), chr(34) * 2)}"' for m in metrics)
         for table, key, command, per in (("patches", "image_id", "patches", None),
                                           ("pairs", "recipe", "splits", "recipe")):
             current = ", ".join(_literal(f) for f in self.current_fingerprints(command, per)) or "NULL"
             con.execute(f"CREATE VIEW latest_{table} AS {LATEST_BY_FINGERPRINT.format(key=key, table=table, current=current)}")
         con.execute(f"CREATE VIEW latest_duplicates AS {LATEST_DUPLICATES.format(run=_literal(self.latest_run('dedup')))}")
-        columns = ", ".join(f's."{m}"' for m in metrics)
         con.execute(f"CREATE VIEW catalog AS {CATALOG.format(metric_columns=columns)}")
         return con
 
+    def _score_views(self, con: duckdb.DuckDBPyConnection, files: list[Path], build: bool) -> list[str]:
+        """latest_score_values, latest_scores (one column per metric) and the catalog's copy; the metrics."""
+        in_force = ", ".join(_literal(f) for f in self.current_fingerprints("score")) or "NULL"
+        values = SCORE_VALUES.format(current=in_force)
+        con.execute(f"CREATE VIEW _score_values AS {values}")
+        con.execute(f"CREATE VIEW latest_score_values AS {LATEST_SCORE_VALUES}")
+        metrics = list(PIVOTED_METRICS) + sorted(
+            {r[0] for r in con.execute("SELECT DISTINCT metric FROM scores").fetchall()} - set(PIVOTED_METRICS))
+        quoted = [(m.replace(chr(39), chr(39) * 2), m.replace('"', '""')) for m in metrics]
+        pivot = ", ".join(f"any_value(value) FILTER (WHERE metric = '{lit}') AS \"{ident}\"" for lit, ident in quoted)
+        scores_sql = f"SELECT image_id, {pivot} FROM latest_score_values GROUP BY image_id"
+        # the SQL of _score_values is part of the key: it carries the fingerprints in force
+        if derived.create_view(con, self.root, "latest_scores", scores_sql, files, build, key=values):
+            # one row per image already; the GROUP BY lets DuckDB drop the catalog's join when no metric is read
+            firsts = ", ".join(f'first("{ident}") AS "{ident}"' for _, ident in quoted)
+            con.execute(f"CREATE VIEW _catalog_scores AS SELECT image_id, {firsts} FROM latest_scores GROUP BY image_id")
+        else:  # the same values; images with error rows only add all-NULL rows, which a LEFT JOIN never shows
+            con.execute(f"CREATE VIEW _catalog_scores AS SELECT image_id, {pivot} FROM _score_values GROUP BY image_id")
+        return metrics
+
     def query(self, sql: str, params: list[Any] | None = None) -> pa.Table:
-        """Run one SQL statement over the views and return an Arrow table."""
-        with self.connect() as con:
+        """Run one SQL statement over the views and return an Arrow table (building the derived files it reads)."""
+        with self.connect(derive=[name for name, used in DERIVE_FOR.items() if used.search(sql)]) as con:
             return con.sql(sql, params=params or None).to_arrow_table()
 
     def download_progress(self) -> DownloadProgress:

@@ -9,7 +9,12 @@ from urllib.parse import urlsplit
 
 import pyarrow as pa
 
+from million_ird.schema import IMAGES, REJECTED
+
 ID_HEX = 20  # 80-bit ids: collision odds ~1e-12 at 2M rows
+# what a source produces: `images` rows before ingest stamps `ingested_at`, `rejected` rows before `run_id`
+CANDIDATES = pa.schema([f for f in IMAGES if f.name != "ingested_at"])
+REJECTS = pa.schema([f for f in REJECTED if f.name != "run_id"])
 
 
 class IngestError(ValueError):
@@ -32,15 +37,40 @@ class IngestConfig:
 
 @dataclass
 class SourceBatch:
-    """Rows read from one input: candidate images plus rejected rows with reasons."""
+    """Rows read from the inputs, in input order: candidate images plus rejected rows with reasons.
+
+    Row-wise readers append dicts to `images` / `rejected`; columnar readers add whole Arrow tables with
+    `add_tables`, which first turns the dicts so far into tables, so the order is kept either way.
+    """
 
     images: list[dict] = field(default_factory=list)
     rejected: list[dict] = field(default_factory=list)
+    image_tables: list[pa.Table] = field(default_factory=list)
+    rejected_tables: list[pa.Table] = field(default_factory=list)
 
     def reject(self, source: str, origin: str, reason: str, url: str | None = None,
                path: str | None = None) -> None:
         """Record a row that will never be fetched, with why."""
         self.rejected.append({"source": source, "url": url, "path": path, "origin": origin, "reason": reason})
+
+    def add_tables(self, images: pa.Table, rejected: pa.Table) -> None:
+        """Append columnar rows (CANDIDATES and REJECTS schemas) after every row added so far."""
+        self._flush()
+        self.image_tables.append(images)
+        self.rejected_tables.append(rejected)
+
+    def _flush(self) -> None:
+        if self.images:
+            self.image_tables.append(pa.Table.from_pylist(self.images, schema=CANDIDATES))
+        if self.rejected:
+            self.rejected_tables.append(pa.Table.from_pylist(self.rejected, schema=REJECTS))
+        self.images, self.rejected = [], []
+
+    def tables(self) -> tuple[pa.Table, pa.Table]:
+        """Every candidate image row (CANDIDATES) and rejected row (REJECTS) so far, in input order."""
+        self._flush()
+        images = pa.concat_tables([CANDIDATES.empty_table(), *self.image_tables])
+        return images, pa.concat_tables([REJECTS.empty_table(), *self.rejected_tables])
 
 
 def url_problem(url: object) -> str | None:
@@ -70,6 +100,17 @@ def stable_id(*parts: str) -> str:
 def url_image_id(url: str) -> str:
     """The id of a remote image: its URL alone, so one URL is one image across sources."""
     return stable_id("url", url.strip())
+
+
+def url_ids(urls: pa.Array) -> list[str]:
+    """`url_image_id` of many URLs (a string array, no nulls) that are already stripped."""
+    prefix = hashlib.blake2b(b"url\x00", digest_size=ID_HEX // 2)  # copied per URL: cheaper than a new object
+    ids = []
+    for data in urls.cast(pa.binary()).to_pylist():
+        h = prefix.copy()
+        h.update(data)
+        ids.append(h.hexdigest())
+    return ids
 
 
 def local_image_id(source: str, relpath: str) -> str:
@@ -120,8 +161,3 @@ def is_number_type(dtype: pa.DataType) -> bool:
     value = _value_type(dtype)
     return (pa.types.is_integer(value) or pa.types.is_floating(value) or pa.types.is_decimal(value)
             or pa.types.is_null(value) or is_text_type(value))
-
-
-def images_table(rows: list[dict], schema: pa.Schema) -> pa.Table:
-    """Rows of dicts to an Arrow table with the store's explicit schema."""
-    return pa.Table.from_pylist(rows, schema=schema)

@@ -1,5 +1,6 @@
 """Ingest: turn source lists into new `images` rows (deduplicated, stable ids) and `rejected` rows.
 
+Inputs are read as whole Arrow batches (million_ird.sources.columnar); rows stay in Arrow until written.
 Both are idempotent: an image id already in `images`, or a rejected row already in `rejected` with the
 same source, origin, URL, path and reason, is not appended again (DuckDB anti-joins against the store).
 """
@@ -12,10 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from million_ird.schema import IMAGES, REJECTED
-from million_ird.sources.common import IngestConfig, SourceBatch
+from million_ird.schema import TS
+from million_ird.sources.common import REJECTS, IngestConfig, SourceBatch
 from million_ird.sources.folder import read_folder
 from million_ird.sources.lists import read_parquet_list, read_url_list
 from million_ird.store import Store, new_run_id, utc_now
@@ -44,47 +47,68 @@ def read_inputs(inputs: IngestInputs, cfg: IngestConfig) -> SourceBatch:
     return batch
 
 
-REJECTED_KEY = ("source", "origin", "url", "path", "reason")
+FIRSTS_SQL = "CREATE TEMP TABLE firsts AS SELECT image_id, min(ord) AS ord FROM candidates GROUP BY image_id"
+NEW_IMAGES_SQL = "SELECT ord FROM firsts ANTI JOIN images USING (image_id) ORDER BY ord"
 NEW_REJECTED_SQL = """
-SELECT c.row FROM rejected_candidates c ANTI JOIN rejected r
+SELECT c.row FROM (SELECT min(row) AS row, source, origin, url, path, reason FROM rejected_candidates
+                   GROUP BY source, origin, url, path, reason) c
+ANTI JOIN rejected r
 ON c.source = r.source AND c.origin = r.origin AND c.reason = r.reason
    AND c.url IS NOT DISTINCT FROM r.url AND c.path IS NOT DISTINCT FROM r.path
 ORDER BY c.row
 """
 
 
-def new_rejections(con: duckdb.DuckDBPyConnection, rejected: list[dict]) -> list[dict]:
-    """The rejected rows not recorded yet (same source, origin, URL, path and reason), each once, in input order."""
-    unique = list({tuple(r[k] for k in REJECTED_KEY): r for r in rejected}.values())
-    columns = {k: pa.array([r[k] for r in unique], pa.string()) for k in REJECTED_KEY}
-    con.register("rejected_candidates", pa.table({"row": pa.array(range(len(unique)), pa.int64()), **columns}))
-    keep = con.sql(NEW_REJECTED_SQL).to_arrow_table().column(0).to_pylist()
-    return [unique[i] for i in keep]
+def _positions(con: duckdb.DuckDBPyConnection, sql: str) -> pa.Array:
+    """The int64 row positions a query returns."""
+    return con.sql(sql).to_arrow_table().column(0).combine_chunks()
+
+
+def new_images(con: duckdb.DuckDBPyConnection, images: pa.Table) -> tuple[pa.Array, int]:
+    """Positions of the first row of each image id not in the store yet (input order), and how many ids."""
+    con.register("candidates", pa.table({"image_id": images.column("image_id"),
+                                         "ord": pa.array(np.arange(images.num_rows, dtype=np.int64))}))
+    con.execute(FIRSTS_SQL)
+    distinct = con.sql("SELECT count(*) FROM firsts").fetchall()[0][0]
+    return _positions(con, NEW_IMAGES_SQL), distinct
+
+
+def new_rejections(con: duckdb.DuckDBPyConnection, rejected: pa.Table) -> pa.Array:
+    """Positions of the rejected rows not recorded yet (same source, origin, URL, path and reason), each once,
+    in input order."""
+    columns = {name: rejected.column(name) for name in REJECTS.names}
+    con.register("rejected_candidates",
+                 pa.table({"row": pa.array(np.arange(rejected.num_rows, dtype=np.int64)), **columns}))
+    return _positions(con, NEW_REJECTED_SQL)
+
+
+def reasons_by_kind(reasons: pa.ChunkedArray) -> dict[str, int]:
+    """Rejected rows per kind of reason (the text before any ':' or ';'), most common first."""
+    kinds: Counter[str] = Counter()
+    counts = pc.value_counts(reasons)  # in order of first appearance, as a Counter over the rows counts them
+    for reason, n in zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist(), strict=True):
+        kinds[reason.split(":")[0].split(";")[0]] += n
+    return dict(kinds.most_common())
 
 
 def ingest(store: Store, inputs: IngestInputs, cfg: IngestConfig) -> dict:
     """Append the new images and rejected rows to the store; returns the run's counts."""
-    batch = read_inputs(inputs, cfg)
+    images, rejected = read_inputs(inputs, cfg).tables()
     run_id = new_run_id("ingest")
-    now = utc_now()
-    rows: dict[str, dict] = {}
-    for row in batch.images:
-        rows.setdefault(row["image_id"], row)
-    duplicates_in_input = len(batch.images) - len(rows)
     with store.connect() as con:
-        con.register("candidates", pa.table({"image_id": pa.array(list(rows), pa.string())}))
-        existing = set(con.sql("SELECT image_id FROM candidates SEMI JOIN images USING (image_id)")
-                       .to_arrow_table().column(0).to_pylist())
-        rejected = new_rejections(con, batch.rejected)  # a re-run records nothing twice
-    new = [dict(r, ingested_at=now) for i, r in rows.items() if i not in existing]
-    store.append("rejected", pa.Table.from_pylist([dict(r, run_id=run_id) for r in rejected], schema=REJECTED),
-                 run_id)
-    store.append("images", pa.Table.from_pylist(new, schema=IMAGES), run_id)
-    reasons = Counter(r["reason"].split(":")[0].split(";")[0] for r in batch.rejected)  # kind, not values
+        fresh, distinct = new_images(con, images)
+        fresh_rejected = new_rejections(con, rejected)  # a re-run records nothing twice
+    new = images if len(fresh) == images.num_rows else images.take(fresh)  # sorted, distinct: all of them
+    new = new.append_column("ingested_at", pa.repeat(pa.scalar(utc_now(), TS), new.num_rows))
+    recorded = rejected if len(fresh_rejected) == rejected.num_rows else rejected.take(fresh_rejected)
+    recorded = recorded.append_column("run_id", pa.repeat(pa.scalar(run_id, pa.string()), recorded.num_rows))
+    store.append("rejected", recorded, run_id)
+    store.append("images", new, run_id)
     stats = {
-        "source": cfg.source, "read": len(batch.images) + len(batch.rejected), "new": len(new),
-        "duplicates_in_input": duplicates_in_input, "already_in_store": len(existing),
-        "rejected": len(batch.rejected), "rejected_new": len(rejected), "rejected_by_reason": dict(reasons.most_common()),
+        "source": cfg.source, "read": images.num_rows + rejected.num_rows, "new": new.num_rows,
+        "duplicates_in_input": images.num_rows - distinct, "already_in_store": distinct - new.num_rows,
+        "rejected": rejected.num_rows, "rejected_new": recorded.num_rows,
+        "rejected_by_reason": reasons_by_kind(rejected.column("reason")),
     }
     store.save_run("ingest", run_id, {"config": cfg, "inputs": inputs}, stats)
     log.info("ingest %s: %s", run_id, stats)

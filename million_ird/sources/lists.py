@@ -5,10 +5,13 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
+from million_ird.sources.columnar import UrlColumns, join, url_rows
 from million_ird.sources.common import (
     IngestConfig,
     IngestError,
@@ -39,8 +42,13 @@ def _pick(columns: list[str], wanted: str | None, defaults: tuple[str, ...], fla
     return None
 
 
-def _add_url_row(batch: SourceBatch, cfg: IngestConfig, row: dict, cols: dict[str, str | None],
-                 origin: str) -> None:
+BATCH_ROWS = 65_536  # rows per Arrow batch read from a Parquet list
+
+
+def add_url_row(batch: SourceBatch, cfg: IngestConfig, row: dict, cols: dict[str, str | None],
+                origin: str) -> None:
+    """Check one row of a URL list and add it to `batch` as an image or a rejected row (the row-wise
+    reference of `million_ird.sources.columnar.url_rows`, used for CSV lists)."""
     url = row.get(cols["url"])
     problem = url_problem(url)
     if problem:
@@ -107,13 +115,20 @@ def read_parquet_list(path: Path, cfg: IngestConfig, batch: SourceBatch) -> None
                           "text/CSV to --urls") from None
     cols = _columns(pf.schema_arrow.names, cfg, path)
     _check_types(pf.schema_arrow, cols, cfg, path)
+    url_cols = UrlColumns(url=str(cols["url"]), width=cols["width"], height=cols["height"], caption=cols["caption"],
+                          watermark=cols["watermark"])  # the URL column is required: never None here
     offset = 0
     with tqdm(total=pf.metadata.num_rows, desc=f"read {path.name}", unit="row", leave=False) as bar:
-        for record_batch in pf.iter_batches(batch_size=65536):
-            for i, row in enumerate(record_batch.to_pylist()):
-                _add_url_row(batch, cfg, row, cols, f"{path}:row {offset + i}")
+        for record_batch in pf.iter_batches(batch_size=BATCH_ROWS):
+            origins = _origins(f"{path}:row ", offset, record_batch.num_rows)
+            batch.add_tables(*url_rows(record_batch, url_cols, cfg, origins))
             offset += record_batch.num_rows
             bar.update(record_batch.num_rows)
+
+
+def _origins(prefix: str, start: int, count: int) -> pa.Array:
+    """`prefix` followed by the row numbers start, start + 1, ..."""
+    return join(count, prefix, pc.cast(pa.array(np.arange(start, start + count, dtype=np.int64)), pa.string()))
 
 
 def read_url_list(path: Path, cfg: IngestConfig, batch: SourceBatch) -> None:
@@ -130,13 +145,13 @@ def read_url_list(path: Path, cfg: IngestConfig, batch: SourceBatch) -> None:
         reader = csv.DictReader(lines, delimiter=delimiter)
         cols = _columns(list(reader.fieldnames or []), cfg, path)
         for i, row in enumerate(reader, start=2):
-            _add_url_row(batch, cfg, row, cols, f"{path}:line {i}")
+            add_url_row(batch, cfg, row, cols, f"{path}:line {i}")
         return
     if cfg.min_side:
         raise IngestError(f"{path}: a plain URL list declares no sizes, so --min-side cannot apply; "
                           "use a CSV with width/height columns or drop --min-side")
-    cols = {"url": "url", "width": None, "height": None, "caption": None, "watermark": None}
-    for i, line in enumerate(lines, start=1):
-        text = line.strip()
-        if text and not text.startswith("#"):
-            _add_url_row(batch, cfg, {"url": text}, cols, f"{path}:line {i}")
+    kept = [(i, text) for i, text in ((i, line.strip()) for i, line in enumerate(lines, start=1))
+            if text and not text.startswith("#")]
+    table = pa.RecordBatch.from_pydict({"url": pa.array([t for _, t in kept], pa.string())})
+    origins = pa.array([f"{path}:line {i}" for i, _ in kept], pa.string())
+    batch.add_tables(*url_rows(table, UrlColumns(url="url"), cfg, origins))

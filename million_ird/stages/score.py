@@ -103,7 +103,7 @@ class ScoreStage(Stage):
 
     def candidates_sql(self) -> tuple[str, list[Any]]:
         """Every image with an ok download outcome and a file."""
-        return "SELECT image_id, path FROM catalog WHERE status = 'ok' AND path IS NOT NULL", []
+        return "SELECT image_id, path FROM catalog_base WHERE status = 'ok' AND path IS NOT NULL", []
 
     def fingerprints(self) -> dict[str, str]:
         """One unit per metric."""

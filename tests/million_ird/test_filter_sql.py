@@ -98,3 +98,16 @@ def test_dry_run_writes_nothing_and_nima_needs_scores(tmp_path: Path) -> None:
 def test_sql_is_one_statement_over_catalog() -> None:
     sql, params = build_sql(FilterConfig(niqe=4.0, nima=6.0, min_side=512))
     assert sql.count("SELECT") == 2 and "FROM catalog" in sql and params == [512, 4.0, 6.0]
+
+
+@pytest.mark.parametrize("cfg", [FilterConfig(niqe=5.0, brisque=35.0, nima=5.0, min_side=1000), FilterConfig(nima=3.0)])
+def test_sql_reads_the_rows_the_whole_catalog_gives(tmp_path: Path, cfg: FilterConfig) -> None:
+    """catalog_base + latest_scores (what the filter reads) give the rows a query over `catalog` gives."""
+    store = make_store(tmp_path / "s")
+    sql, params = build_sql(cfg)
+    flags = ["coalesce(least(width, height) >= ?, false) AS pass_side"]
+    flags += [f"coalesce({m} {'>' if m == 'nima' else '<'} ?, false) AS pass_{m}" for m in cfg.thresholds()]
+    names = ["pass_side"] + [f"pass_{m}" for m in cfg.thresholds()]
+    outer = ", ".join(["image_id", "source", *cfg.thresholds(), *names]) + f", ({' AND '.join(names)}) AS kept"
+    over_catalog = f"SELECT {outer} FROM (SELECT *, {', '.join(flags)} FROM catalog WHERE status = 'ok') ORDER BY image_id"
+    assert store.query(sql, params).to_pylist() == store.query(over_catalog, params).to_pylist()
