@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 from million_ird.lock import assert_held
 from million_ird.store import JOURNAL, Store, write_json_atomic, write_parquet_atomic
 
-ROWS_PER_PART = 100_000
+ROWS_PER_PART = 500_000
 BYTES_PER_PART = 128 * 2**20
 
 

@@ -351,9 +351,13 @@ class Store:
             con.execute(f"CREATE VIEW _catalog_scores AS SELECT image_id, {pivot} FROM _score_values GROUP BY image_id")
         return metrics
 
+    def connect_for(self, sql: str) -> duckdb.DuckDBPyConnection:
+        """`connect()` with the derived files that `sql` reads built first (on big stores)."""
+        return self.connect(derive=[name for name, used in DERIVE_FOR.items() if used.search(sql)])
+
     def query(self, sql: str, params: list[Any] | None = None) -> pa.Table:
         """Run one SQL statement over the views and return an Arrow table (building the derived files it reads)."""
-        with self.connect(derive=[name for name, used in DERIVE_FOR.items() if used.search(sql)]) as con:
+        with self.connect_for(sql) as con:
             return con.sql(sql, params=params or None).to_arrow_table()
 
     def download_progress(self) -> DownloadProgress:

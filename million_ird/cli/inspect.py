@@ -34,7 +34,8 @@ def _emit(table: pa.Table, fmt: str) -> None:
 def query(
     manifest: Manifest,
     sql: Annotated[str, typer.Argument(help="One read-only SQL statement over the views images, downloads, catalog, "
-                                            "scores, selections, patches, pairs, rejected.")],
+                                            "scores, hashes, duplicates, selections, patches, pairs, rejected and "
+                                            "their latest_* views.")],
     format: Annotated[str, typer.Option("--format", "-f", help="Output: table, csv or json (a list of row objects).")] = "table",
 ) -> None:
     """Run read-only SQL over the store's DuckDB views."""
@@ -42,7 +43,7 @@ def query(
         fail(f"--format {format!r}: choose table, csv or json")
     store = existing_store(manifest)
     try:
-        with store.connect() as con:
+        with store.connect_for(sql) as con:
             statements = con.extract_statements(sql)
             kinds = {s.type for s in statements}
             if len(statements) != 1 or not kinds <= {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}:

@@ -11,7 +11,7 @@ from million_ird.summary import format_table
 
 @writes_store()
 def compact(manifest: Manifest) -> None:
-    """Merge small part files of every table into parts of up to 100k rows / 128 MB; no query result changes."""
+    """Merge small part files of every table into parts of up to 500k rows / 128 MB; no query result changes."""
     from million_ird.compact import compact as run_compact
     from million_ird.compact import recover
 

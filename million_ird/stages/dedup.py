@@ -125,7 +125,7 @@ def load_hashes(store: Store, fingerprint: str, selection: str | None) -> pa.Tab
                    WHERE fingerprint = ? AND error IS NULL
                    QUALIFY row_number() OVER (PARTITION BY image_id ORDER BY run_id DESC) = 1)
         SELECT c.image_id, c.sha256, c.width, c.height, c.source, h.phash, h.phash_centre, h.informative
-        FROM catalog c JOIN h ON h.image_id = c.image_id
+        FROM catalog_base c JOIN h ON h.image_id = c.image_id
         WHERE c.image_id IN (SELECT image_id FROM k)
         ORDER BY c.image_id"""
     return store.query(query, [*params, fingerprint])

@@ -32,7 +32,7 @@ def hash_fingerprint() -> str:
 
 def hash_candidates(selection: str | None = None) -> tuple[str, list[Any]]:
     """SELECT of (image_id, path) of the ok downloaded images, in `selection` if given."""
-    sql = "SELECT image_id, path FROM catalog WHERE status = 'ok' AND path IS NOT NULL"
+    sql = "SELECT image_id, path FROM catalog_base WHERE status = 'ok' AND path IS NOT NULL"
     if selection:
         return sql + " AND image_id IN (SELECT image_id FROM selections WHERE selection = ?)", [selection]
     return sql, []
