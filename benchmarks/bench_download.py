@@ -65,19 +65,18 @@ def run_child(code: str) -> tuple[float, float]:
 
 def bare_img2dataset(url_list: Path, out: Path, args: argparse.Namespace) -> str:
     """The reference: img2dataset decoding every image (skip_reencode keeps JPEG bytes, not PNG)."""
-    return ("from img2dataset import download; download(url_list=%r, input_format='parquet', url_col='url', "
-            "output_folder=%r, output_format='files', resize_mode='no', skip_reencode=True, processes_count=%d, "
-            "thread_count=%d, number_sample_per_shard=%d, timeout=30)"
-            % (str(url_list), str(out), args.processes, args.threads, args.shard_size))
+    return (f"from img2dataset import download; download(url_list={str(url_list)!r}, input_format='parquet', "
+            f"url_col='url', output_folder={str(out)!r}, output_format='files', resize_mode='no', skip_reencode=True, "
+            f"processes_count={args.processes}, thread_count={args.threads}, "
+            f"number_sample_per_shard={args.shard_size}, timeout=30)")
 
 
 def ours(url_list: Path, store: Path, args: argparse.Namespace) -> str:
     """Ingest the same URLs, then our download with verification."""
     return ("from million_ird.cli import app; import sys; "
-            "app(['ingest', '-m', %r, '--parquet', %r], standalone_mode=False); "
-            "app(['download', '-m', %r, '--processes', '%d', '--threads', '%d', '--shard-size', '%d', "
-            "'--timeout', '30', '--allow-private'], standalone_mode=False)"
-            % (str(store), str(url_list), str(store), args.processes, args.threads, args.shard_size))
+            f"app(['ingest', '-m', {str(store)!r}, '--parquet', {str(url_list)!r}], standalone_mode=False); "
+            f"app(['download', '-m', {str(store)!r}, '--processes', '{args.processes}', '--threads', '{args.threads}', "
+            f"'--shard-size', '{args.shard_size}', '--timeout', '30', '--allow-private'], standalone_mode=False)")
 
 
 def main() -> None:
