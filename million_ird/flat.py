@@ -31,13 +31,12 @@ _RING = np.ones((DESPECKLE_RING, DESPECKLE_RING), np.uint8)
 _RING[1:-1, 1:-1] = 0
 
 
-def gray_u8(image: np.ndarray) -> np.ndarray:
-    """Grayscale on 0-255 intensities (float32) from uint8/uint16, gray/RGB/RGBA input."""
-    return _gray(image).astype(np.float32)
+def gray(image: np.ndarray) -> np.ndarray:
+    """Grayscale (0.299 R + 0.587 G + 0.114 B): uint8 for uint8 input (rounded), else float32 on 0-255.
 
-
-def _gray(image: np.ndarray) -> np.ndarray:
-    """Grayscale (0.299 R + 0.587 G + 0.114 B): uint8 for uint8 input (rounded), else float32 on 0-255."""
+    A pointwise map: converting a whole image once and slicing patches out of it gives each patch
+    exactly the gray values (and so the flat ratio) of converting the patch itself.
+    """
     img = image[..., :3] if image.ndim == 3 else image
     if img.dtype != np.uint8:
         img = img.astype(np.float32)
@@ -52,14 +51,14 @@ def _gray(image: np.ndarray) -> np.ndarray:
 
 def cleaned_gray(image: np.ndarray) -> np.ndarray:
     """Grayscale with isolated specks clamped away and dither checkerboards blurred (what the gradient sees)."""
-    gray = _gray(image)
-    if np.shares_memory(gray, image) or not gray.flags.c_contiguous:  # 2-D input: never clamp the caller's pixels
-        gray = gray.copy()
-    hi = cv2.dilate(gray, _RING, borderType=cv2.BORDER_REFLECT)
-    lo = cv2.erode(gray, _RING, borderType=cv2.BORDER_REFLECT)
-    np.minimum(gray, hi, out=gray)
-    np.maximum(gray, lo, out=gray)
-    return cv2.GaussianBlur(gray.astype(np.float32, copy=False), (0, 0), DITHER_SIGMA)
+    luma = gray(image)
+    if np.shares_memory(luma, image) or not luma.flags.c_contiguous:  # 2-D input: never clamp the caller's pixels
+        luma = luma.copy()
+    hi = cv2.dilate(luma, _RING, borderType=cv2.BORDER_REFLECT)
+    lo = cv2.erode(luma, _RING, borderType=cv2.BORDER_REFLECT)
+    np.minimum(luma, hi, out=luma)
+    np.maximum(luma, lo, out=luma)
+    return cv2.GaussianBlur(luma.astype(np.float32, copy=False), (0, 0), DITHER_SIGMA)
 
 
 def flat_cells(patch: np.ndarray, cell: int = CELL, threshold: float = GRADIENT_VARIANCE) -> np.ndarray:

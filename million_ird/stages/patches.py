@@ -21,7 +21,7 @@ import cv2
 import pyarrow as pa
 
 from million_ird import driver
-from million_ird.flat import CELL, DESPECKLE_RING, DITHER_SIGMA, GRADIENT_VARIANCE, flat_ratio
+from million_ird.flat import CELL, DESPECKLE_RING, DITHER_SIGMA, GRADIENT_VARIANCE, flat_ratio, gray
 from million_ird.images import ImageError, encode_png, read_image
 from million_ird.lock import store_lock
 from million_ird.schema import PATCHES
@@ -101,9 +101,10 @@ class PatchStage(Stage):
     def _cut(self, image_id: str, path: str, shards: ShardWriter) -> list[dict]:
         pixels = read_image(path if Path(path).is_absolute() else self.root / path, rgb=True)
         size, rows = self.cfg.size, []
+        luma = gray(pixels)  # once per image: the same values per patch as converting each patch
         for x, y in grid(pixels.shape[1], pixels.shape[0], size):
             patch = pixels[y:y + size, x:x + size]
-            ratio = flat_ratio(patch, self.cfg.cell, self.cfg.flat_threshold)
+            ratio = flat_ratio(luma[y:y + size, x:x + size], self.cfg.cell, self.cfg.flat_threshold)
             patch_id = f"{image_id}_{y}_{x}"
             row = {"patch_id": patch_id, "image_id": image_id, "x": x, "y": y, "size": size,
                    "flat_ratio": ratio, "kept": ratio <= self.cfg.max_flat, "fingerprint": self._fp}

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from million_ird import flat
 from million_ird.flat import flat_ratio
 
 N = 512
@@ -150,3 +151,24 @@ def test_input_is_not_modified_and_dtypes_agree() -> None:
     assert np.array_equal(dots, before)
     assert flat_ratio(dots.astype(np.uint16) * 257) == flat_ratio(dots)
     assert flat_ratio(np.dstack([dots] * 4)) == flat_ratio(dots)  # RGBA: alpha ignored
+
+
+@pytest.mark.parametrize("dtype,channels", [(np.uint8, 3), (np.uint16, 3), (np.uint8, 4), (np.uint8, 0)])
+def test_gray_once_per_image_gives_each_patch_its_own_ratio(dtype: type, channels: int) -> None:
+    """The patches stage converts an image to gray once and slices it; each patch must get the ratio it gets alone."""
+    rng = np.random.default_rng(7)
+    top = np.iinfo(dtype).max
+    yy, xx = np.mgrid[0:384, 0:640]
+    smooth = (xx / 640 * top * 0.6).astype(np.float64)  # a ramp (flat) on the left, texture on the right
+    texture = rng.normal(0, top * 0.15, (384, 640)) * (xx > 320)
+    base = np.clip(smooth + texture, 0, top)
+    img = (base if channels == 0 else np.repeat(base[..., None], channels, axis=2) * rng.uniform(0.8, 1.0, channels))
+    img = img.astype(dtype)
+    luma = flat.gray(img)
+    ratios = []
+    for y in (0, 128):
+        for x in (0, 128, 384):
+            alone = flat.flat_ratio(img[y:y + 256, x:x + 256])
+            assert flat.flat_ratio(luma[y:y + 256, x:x + 256]) == alone
+            ratios.append(alone)
+    assert min(ratios) < 0.5 < max(ratios)  # both flat and textured patches were compared
