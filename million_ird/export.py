@@ -38,6 +38,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from million_ird.filter import exchange_dirs
+from million_ird.images import resolve
 from million_ird.store import Store, StoreError
 
 log = logging.getLogger(__name__)
@@ -148,9 +149,7 @@ def plan(store: Store, cfg: ExportConfig) -> ExportPlan:
         raise ExportError(f"{manifest} has no patches yet; run `million-ird patches --manifest {manifest}` first")
     selection, params = "", []
     if cfg.selection:
-        if not (store.root / "selections" / cfg.selection).is_dir():
-            raise ExportError(f"no selection {cfg.selection!r} in {manifest}/selections; run "
-                              f"`million-ird filter --manifest {manifest} --name {cfg.selection}` or drop --selection")
+        store.check_selection(cfg.selection)
         selection = "AND image_id IN (SELECT image_id FROM selections WHERE selection = ?)"
         params = [cfg.selection]
     sql = EXPORT_SQL.format(selection=selection)
@@ -186,7 +185,7 @@ class ShardReader:
         """The `nbytes` bytes at `offset` of `shard`; refuses short reads and anything that is not a PNG."""
         if shard != self._name:
             self.close()
-            path = Path(shard) if Path(shard).is_absolute() else self.root / shard
+            path = resolve(self.root, shard)
             try:
                 self._fh = open(path, "rb")  # noqa: SIM115 (kept open across rows, closed in close())
             except OSError as exc:

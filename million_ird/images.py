@@ -36,6 +36,12 @@ def member_ref(shard: str | Path, offset: int, nbytes: int) -> str:
     return f"{shard}#{offset}+{nbytes}"
 
 
+def resolve(root: Path, path: str | Path) -> Path:
+    """A path as the store records it made usable: absolute as is, else relative to the store root `root`."""
+    p = Path(path)
+    return p if p.is_absolute() else Path(root) / p
+
+
 def is_image_file(path: str | Path) -> bool:
     """True when the file name has one of the image suffixes the toolkit reads."""
     return Path(path).suffix.lower() in IMAGE_SUFFIXES

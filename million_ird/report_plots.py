@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 
 from million_ird.flat import CELL, flat_cells
-from million_ird.images import MEMBER_REF, ImageError, member_ref, read_image, to_uint8
+from million_ird.images import MEMBER_REF, ImageError, member_ref, read_image, resolve, to_uint8
 
 log = logging.getLogger(__name__)
 
@@ -343,13 +343,9 @@ class Pictures:
         # two: originals can be large, and the sampled rows come sorted by image
         self._pixels = functools.lru_cache(maxsize=2)(self._read)
 
-    def resolve(self, path: str) -> Path:
-        """A store path as a file: absolute as is, else relative to the store root."""
-        return Path(path) if Path(path).is_absolute() else self.root / path
-
     def _read(self, path: str) -> np.ndarray | None:
         try:
-            return read_image(path if MEMBER_REF.match(path) else self.resolve(path), rgb=True)
+            return read_image(path if MEMBER_REF.match(path) else resolve(self.root, path), rgb=True)
         except (ImageError, cv2.error) as exc:
             log.debug("report: cannot read %s: %s", path, exc)
             self.unreadable.append(f"{path}: {exc}")
@@ -362,7 +358,7 @@ class Pictures:
     def patch(self, row: dict[str, Any]) -> np.ndarray | None:
         """A patch's pixels: from its shard member when kept, else cut from the original image."""
         if row.get("shard") and row.get("nbytes"):
-            got = self.pixels(member_ref(self.resolve(row["shard"]), row["byte_offset"], row["nbytes"]))
+            got = self.pixels(member_ref(resolve(self.root, row["shard"]), row["byte_offset"], row["nbytes"]))
             if got is not None:
                 return got
         full = self.pixels(row.get("path"))

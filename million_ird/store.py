@@ -285,6 +285,12 @@ class Store:
                 found.setdefault((group, unit), fp)
         return list(found.values())
 
+    def check_selection(self, name: str | None) -> None:
+        """A one-line StoreError when a selection is named that no `filter --name NAME` has written."""
+        if name and not (self.root / "selections" / name).is_dir():
+            raise StoreError(f"no selection {name!r} in {self.root}/selections; run `million-ird filter --manifest "
+                             f"{self.root} --name {name}` first or drop --selection")
+
     def latest_run(self, command: str) -> str | None:
         """The run_id of `command`'s latest finished run (from its run record), or None."""
         records = sorted((self.root / "runs").glob(f"*-{command}-*.json"))

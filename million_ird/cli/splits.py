@@ -20,6 +20,7 @@ from million_ird.cli.common import (
     fail,
     writes_store,
 )
+from million_ird.images import resolve
 from million_ird.sources.benchmarks import LayoutError
 from million_ird.stages import split_plan as P
 from million_ird.stages import splits as S
@@ -35,7 +36,7 @@ def _export(store: Store, recipe: str, kinds: list[str], out: Path, seed: int) -
     rows = S.iter_rows(store, recipe)
     if not rows:
         fail(f"no pairs for recipe {recipe!r} in {store.root}; run `million-ird splits --recipe {recipe}` first")
-    res = functools.partial(S.resolve, store.root)
+    res = functools.partial(resolve, store.root)
     done = {}
     for kind in kinds:
         if kind == "promptir":

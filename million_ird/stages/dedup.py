@@ -41,7 +41,7 @@ from million_ird.dedup import (
     group_duplicates,
     match_test_sets,
 )
-from million_ird.images import IMAGE_SUFFIXES, ImageError, read_image
+from million_ird.images import IMAGE_SUFFIXES, ImageError, decode
 from million_ird.lock import store_lock
 from million_ird.stage import fingerprint_of
 from million_ird.stages.hashes import PHASH_VERSION, HashStage, hash_candidates, hash_fingerprint
@@ -101,8 +101,9 @@ def hash_test_sets(folders: tuple[Path, ...]) -> HashedTestSets:
     flat = 0
     for path in files:
         try:
-            digest = hashlib.sha256(path.read_bytes()).hexdigest()
-            pixels = read_image(path)
+            data = path.read_bytes()  # read once: hashed, then decoded
+            digest = hashlib.sha256(data).hexdigest()
+            pixels = decode(data, path)
         except (OSError, ImageError) as exc:
             raise StoreError(f"--against: {exc}; remove or replace that test file") from exc
         by_sha.setdefault(digest, str(path))
@@ -190,9 +191,7 @@ def run_dedup(store: Store, cfg: DedupConfig, run: driver.DriverConfig | None = 
     """Hash, group and decontaminate the store's ok images, put the result in force; returns the run's counts."""
     started = time.time()
     run = run or driver.DriverConfig()
-    if cfg.selection and not (store.root / "selections" / cfg.selection).is_dir():
-        raise StoreError(f"no selection {cfg.selection!r} in {store.root}/selections; "
-                         "run `million-ird filter --name NAME` first or drop --selection")
+    store.check_selection(cfg.selection)
     folders = tuple(Path(f).expanduser().resolve() for f in cfg.against)
     with store_lock(store.root):
         tests = hash_test_sets(folders)  # before anything is written: a bad --against stops here

@@ -17,7 +17,7 @@ import cv2
 import pyarrow as pa
 
 from million_ird import phash
-from million_ird.images import ImageError, read_image
+from million_ird.images import ImageError, read_image, resolve
 from million_ird.schema import HASHES
 from million_ird.stage import Stage, fingerprint_of
 
@@ -68,7 +68,7 @@ class HashStage(Stage):
                 "count(*) FILTER (WHERE informative) AS informative FROM hashes WHERE run_id = ?")
 
     def _hash(self, image_id: str, path: str) -> dict:
-        pixels = read_image(path if Path(path).is_absolute() else self.root / path)
+        pixels = read_image(resolve(self.root, path))
         h = phash.hash_image(pixels)
         return {"image_id": image_id, "phash": phash.to_int64(h.phash), "phash_centre": phash.to_int64(h.phash_centre),
                 "informative": h.informative, "fingerprint": self._fp}

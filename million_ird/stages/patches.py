@@ -22,12 +22,12 @@ import pyarrow as pa
 
 from million_ird import driver
 from million_ird.flat import CELL, DESPECKLE_RING, DITHER_SIGMA, GRADIENT_VARIANCE, flat_ratio, gray
-from million_ird.images import ImageError, encode_png, read_image
+from million_ird.images import ImageError, encode_png, read_image, resolve
 from million_ird.lock import store_lock
 from million_ird.schema import PATCHES
 from million_ird.shards import ShardWriter
 from million_ird.stage import Stage, fingerprint_of
-from million_ird.store import Store, StoreError
+from million_ird.store import Store
 
 log = logging.getLogger(__name__)
 PATCHES_VERSION = "2"  # bump when the grid, the detector or the encoding changes what is written
@@ -99,7 +99,7 @@ class PatchStage(Stage):
                 "AS dropped_flat, count(DISTINCT shard) AS shards FROM patches WHERE run_id = ?")
 
     def _cut(self, image_id: str, path: str, shards: ShardWriter) -> list[dict]:
-        pixels = read_image(path if Path(path).is_absolute() else self.root / path, rgb=True)
+        pixels = read_image(resolve(self.root, path), rgb=True)
         size, rows = self.cfg.size, []
         luma = gray(pixels)  # once per image: the same values per patch as converting each patch
         for x, y in grid(pixels.shape[1], pixels.shape[0], size):
@@ -155,9 +155,7 @@ def count_candidates(store: Store, cfg: PatchesConfig) -> int:
 
 def run_patches(store: Store, cfg: PatchesConfig, run: driver.DriverConfig | None = None) -> dict:
     """Cut every pending image through the driver (under the store lock); returns the run's counts."""
-    if cfg.selection and not (store.root / "selections" / cfg.selection).is_dir():
-        raise StoreError(f"no selection {cfg.selection!r} in {store.root}/selections; "
-                         "run `million-ird filter --name NAME` first or drop --selection")
+    store.check_selection(cfg.selection)
     with store_lock(store.root):
         orphans = remove_orphan_shards(store)
         stats = driver.run(store, PatchStage(store.root, cfg), run or driver.DriverConfig(), config=cfg)

@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 
 from million_ird import driver, iqa
-from million_ird.images import ImageError, read_image
+from million_ird.images import ImageError, read_image, resolve
 from million_ird.iqa import nss
 from million_ird.schema import SCORES
 from million_ird.stage import Stage, fingerprint_of
@@ -163,7 +163,7 @@ class ScoreStage(Stage):
         for image_id, path, due in zip(cols["image_id"], cols["path"], cols["due"], strict=True):
             t0 = time.perf_counter()
             try:
-                img = read_image(path if Path(path).is_absolute() else self.root / path)
+                img = read_image(resolve(self.root, path))
             except ImageError as exc:
                 rows.extend(self._row(image_id, d, None, time.perf_counter() - t0, exc) for d in due)
                 continue

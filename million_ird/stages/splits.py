@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 import degradations
 from million_ird import driver, images
-from million_ird.images import MEMBER_REF, ImageError, read_image, to_uint8
+from million_ird.images import MEMBER_REF, ImageError, read_image, resolve, to_uint8
 from million_ird.lock import store_lock
 from million_ird.schema import PAIRS
 from million_ird.stage import Stage
@@ -71,12 +71,6 @@ def file_sha256(path: Path) -> str:
 def pixels_sha256(image: np.ndarray) -> str:
     """sha256 of an image's shape and pixel bytes (independent of the PNG encoder)."""
     return hashlib.sha256(repr(image.shape).encode() + np.ascontiguousarray(image).tobytes()).hexdigest()
-
-
-def resolve(root: Path, path: str) -> Path:
-    """A stored path made absolute (store-relative paths are joined to the store root)."""
-    p = Path(path)
-    return p if p.is_absolute() else root / p
 
 
 def derive(clean: np.ndarray, degradation: str, args: dict[str, Any], seed: int) -> tuple[np.ndarray, dict]:
