@@ -170,5 +170,7 @@ def test_gray_once_per_image_gives_each_patch_its_own_ratio(dtype: type, channel
         for x in (0, 128, 384):
             alone = flat.flat_ratio(img[y:y + 256, x:x + 256])
             assert flat.flat_ratio(luma[y:y + 256, x:x + 256]) == alone
+            # the very values the gradient is measured on, not only the (robust) verdict
+            assert np.array_equal(flat.cleaned_gray(luma[y:y + 256, x:x + 256]), flat.cleaned_gray(img[y:y + 256, x:x + 256]))
             ratios.append(alone)
     assert min(ratios) < 0.5 < max(ratios)  # both flat and textured patches were compared
