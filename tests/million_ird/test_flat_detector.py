@@ -174,3 +174,24 @@ def test_gray_once_per_image_gives_each_patch_its_own_ratio(dtype: type, channel
             assert np.array_equal(flat.cleaned_gray(luma[y:y + 256, x:x + 256]), flat.cleaned_gray(img[y:y + 256, x:x + 256]))
             ratios.append(alone)
     assert min(ratios) < 0.5 < max(ratios)  # both flat and textured patches were compared
+
+
+@pytest.mark.parametrize("shape", [(512, 512), (200, 330)])
+def test_each_cell_verdict_is_its_gradient_variance_against_the_threshold(shape: tuple[int, int]) -> None:
+    """Every cell's verdict equals np.var of its own Sobel magnitudes vs the threshold (ragged sizes: remainders ignored)."""
+    import cv2
+
+    rng = np.random.default_rng(3)
+    h, w = shape
+    yy, xx = np.mgrid[0:h, 0:w]
+    amplitude = (xx // 64 + yy // 64) % 4 * 6.0  # cells from flat to strongly textured, differing per cell
+    img = np.clip(90 + xx * 0.2 + rng.normal(0, 1, shape) * amplitude, 0, 255).astype(np.uint8)
+    g = flat.cleaned_gray(img)
+    mag = np.hypot(cv2.Sobel(g, cv2.CV_32F, 1, 0, ksize=3), cv2.Sobel(g, cv2.CV_32F, 0, 1, ksize=3)).astype(np.float64)
+    rows, cols = h // 64, w // 64
+    variances = np.array([[mag[r * 64:(r + 1) * 64, c * 64:(c + 1) * 64].var() for c in range(cols)] for r in range(rows)])
+    threshold = float(np.median(variances))  # half the cells on each side, so a swapped or misplaced cell shows
+    cells = flat.flat_cells(img, threshold=threshold)
+    assert cells.shape == (rows, cols)
+    assert np.array_equal(cells, variances < threshold)
+    assert 0 < cells.sum() < cells.size
