@@ -130,10 +130,9 @@ def sample_key(patch_id: str) -> str:
 
 
 def check_out(store: Store, out: Path, overwrite: bool) -> Path:
-    """The resolved output folder; refuses an existing one without `overwrite`, and the store or a parent of it."""
-    out = out.expanduser().resolve()
-    if out == store.root or out in store.root.parents:
-        raise ExportError(f"--out {out} is the store or a folder above it; choose a new folder")
+    """The resolved output folder; refuses an existing one without `overwrite`, and any place the store's
+    own files are (`Store.check_output`: inside the store only under DIR/export/)."""
+    out = store.check_output(out)
     if out.exists() or out.is_symlink():
         if not overwrite:
             raise ExportError(f"{out} already exists; choose another --out, or pass --overwrite to replace it")

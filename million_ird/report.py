@@ -27,7 +27,7 @@ from million_ird import report_plots as plots
 from million_ird.atomic import atomic_path
 from million_ird.flat import CELL, GRADIENT_VARIANCE
 from million_ird.report_plots import CSS, Markup, esc, figure, html_table, none_yet
-from million_ird.store import Store, utc_now
+from million_ird.store import Store, StoreError, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -391,10 +391,12 @@ def build_sections(store: Store, cfg: ReportConfig) -> list[Section]:
 
 
 def write_report(store: Store, out: Path, cfg: ReportConfig = ReportConfig()) -> ReportResult:
-    """Render the report of `store` and write it to `out` (temp name, then rename)."""
+    """Render the report of `store` and write it to `out` (temp name, then rename; never over the store's files)."""
+    out = store.check_output(out)
+    if out.is_dir():
+        raise StoreError(f"--out {out} is a folder; name the HTML file to write, e.g. {out / 'report.html'}")
     sections = build_sections(store, cfg)
     text = page(store, cfg, sections)
-    out = Path(out).resolve()
     with atomic_path(out) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return ReportResult(out, out.stat().st_size, tuple(s.key for s in sections),

@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 PART_GLOB = "part-*.parquet"
 JOURNAL = "_compaction.json"  # see million_ird.compact
 TRAINING_DIR = "training"  # dynet_ref.train run folders (not under the store lock)
+EXPORT_DIR = "export"  # the one folder of a store where exports may be written (see Store.check_output)
 # libraries whose version can change the bytes or numbers a stage writes
 RUN_CONTEXT: dict[str, str] = {}  # added to every run record while set (build: the recipe's name and sha256)
 RECORDED_DISTRIBUTIONS = ("duckdb", "pyarrow", "img2dataset", "numpy", "opencv-python-headless", "pillow",
@@ -290,6 +291,24 @@ class Store:
         if name and not (self.root / "selections" / name).is_dir():
             raise StoreError(f"no selection {name!r} in {self.root}/selections; run `million-ird filter --manifest "
                              f"{self.root} --name {name}` first or drop --selection")
+
+    def check_output(self, path: str | Path, option: str = "--out") -> Path:
+        """`path` resolved, when writing (or replacing) it cannot touch what the store holds; else a StoreError.
+
+        Outside the store anything goes. Inside it only a path under DIR/export/, or a new .html file at the
+        top (the report); never the store itself, a folder above it, or a table, files/, runs/ or inputs/.
+        """
+        path = Path(path).expanduser().resolve()
+        if path == self.root or path in self.root.parents:
+            raise StoreError(f"{option} {path} is the store or a folder above it; choose a new folder")
+        if self.root not in path.parents:
+            return path
+        rel = path.relative_to(self.root).parts
+        if (rel[0] == EXPORT_DIR and len(rel) > 1) or (len(rel) == 1 and path.suffix == ".html"
+                                                          and not path.is_dir()):
+            return path
+        raise StoreError(f"{option} {path} is inside the store {self.root}, where only {self.root / EXPORT_DIR}/NAME "
+                         f"(or a top-level .html report) may be written; choose a path there or outside the store")
 
     def latest_run(self, command: str) -> str | None:
         """The run_id of `command`'s latest finished run (from its run record), or None."""

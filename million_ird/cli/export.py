@@ -27,7 +27,8 @@ def export(
                                      "`datasets.load_dataset` reads with an Image feature; webdataset: tar shards "
                                      "OUT/shard-NNNNNN.tar with <key>.png + <key>.json per patch.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder to create (written under a temp name beside it, "
-                                      "then renamed; never inside the store unless you name a folder there).")],
+                                      "then renamed). Inside the store only under DIR/export/, so it can never "
+                                      "replace a table or the files.")],
     selection: Annotated[str | None, typer.Option(help="Only images in selections/NAME (from `filter --name NAME`) "
                                                   "[default: every image with kept patches].")] = None,
     shard_size: Annotated[int, typer.Option(help="Patches per output file (Parquet file or tar shard).")] = 1000,

@@ -13,7 +13,7 @@ from million_ird.store import StoreError
 
 def report(
     manifest: Manifest,
-    out: Annotated[Path, typer.Option("--out", "-o", help="The HTML file to write (may be outside the store).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The HTML file to write: outside the store, or in it at the top (DIR/report.html) or under DIR/export/.")],
     samples: Annotated[int, typer.Option(min=0, help="Pictures per grid (images, patches, duplicate groups).")] = 12,
     seed: Annotated[int, typer.Option(min=0, help="Seed of the samples: the same store and seed give the same page.")] = 0,
     thumb: Annotated[int, typer.Option(min=16, help="Longer side of a thumbnail in px.")] = 160,
@@ -23,8 +23,6 @@ def report(
     from million_ird.report import ReportConfig, write_report
 
     store = existing_store(manifest)
-    if out.is_dir():
-        fail(f"--out {out} is a folder; name the HTML file to write, e.g. {out / 'report.html'}")
     try:
         result = write_report(store, out, ReportConfig(samples=samples, seed=seed, thumb=thumb, progress=progress))
     except (StoreError, OSError) as exc:

@@ -281,6 +281,18 @@ def test_existing_out_is_refused_unless_overwrite(store: Store, tmp_path: Path) 
     assert code == 2 and "is the store" in stderr and (store.root / "patches").is_dir()
 
 
+@pytest.mark.parametrize("inside", ["patches", "files/patches", "runs", "export"])
+def test_overwrite_never_replaces_what_the_store_holds(store: Store, tmp_path: Path, inside: str) -> None:
+    copy = Store(shutil.copytree(store.root, tmp_path / "store"))
+    before = sorted(str(p.relative_to(copy.root)) for p in copy.root.rglob("*"))
+    code, _, stderr = run_export("-m", str(copy.root), "--format", "hf", "--out", str(copy.root / inside), "--overwrite")
+    assert code == 2 and stderr.count("\n") == 1 and "inside the store" in stderr and "export/NAME" in stderr
+    assert sorted(str(p.relative_to(copy.root)) for p in copy.root.rglob("*")) == before
+    code, _, stderr = run_export("-m", str(copy.root), "--format", "hf", "--out", str(copy.root / "export" / "mine"))
+    assert code == 0, stderr
+    assert (copy.root / "export" / "mine" / "README.md").is_file()
+
+
 def test_store_without_patches_names_the_patches_command(store: Store, tmp_path: Path) -> None:
     bare = tmp_path / "bare"
     shutil.copytree(store.root, bare, ignore=shutil.ignore_patterns("patches", "pairs"))

@@ -219,6 +219,12 @@ def test_cli_writes_the_page_and_leaves_the_store_alone(built: tuple[Store, Path
     assert not list(tmp_path.glob(".tmp-*"))
     res = CliRunner().invoke(_app(), ["report", "--manifest", str(tmp_path / "nope"), "--out", str(out)])
     assert res.exit_code == 2 and "no dataset directory" in res.output
+    res = CliRunner().invoke(_app(), ["report", "--manifest", str(store.root), "--out", str(tmp_path)])
+    assert res.exit_code == 2 and "is a folder" in res.output and str(tmp_path / "report.html") in res.output
+    for inside in ("runs/page.html", "patches", "report"):  # a store's record, table, or a non-.html top file
+        res = CliRunner().invoke(_app(), ["report", "--manifest", str(store.root), "--out", str(store.root / inside)])
+        assert res.exit_code == 2 and "inside the store" in res.output, res.output
+    assert sorted((p.relative_to(store.root), p.stat().st_mtime_ns) for p in store.root.rglob("*")) == before
 
 
 def render(page: Path, shot: Path, height: int, profile: Path) -> list[str]:
