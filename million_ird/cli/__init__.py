@@ -9,7 +9,8 @@ import typer
 
 from million_ird.cli import build, dedup, demo, export, fetch, inspect, iqa, maintain, patches, report, splits
 
-app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  rich_markup_mode=None)  # help text is plain: "[default: X]" must not be read as Rich markup
 
 
 @app.callback()

@@ -12,6 +12,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import typer.main
+from typer.testing import CliRunner
 from curation_helpers import cli
 
 from million_ird import demo
@@ -152,6 +153,16 @@ def test_every_option_has_help() -> None:
         for param in command.params:
             if param.param_type_name == "option":
                 assert getattr(param, "help", None), f"{name} {param.name} has no help"
+
+
+def test_help_shows_every_option_text_whole() -> None:
+    """What `--help` prints holds each option's help word for word ("[default: X]" included, never eaten as markup)."""
+    group = typer.main.get_command(app)
+    for name, command in group.commands.items():  # type: ignore[attr-defined]
+        shown = "".join(CliRunner().invoke(app, [name, "--help"], terminal_width=100).output.split())  # wraps
+        for param in command.params:
+            if param.param_type_name == "option" and param.help:
+                assert "".join(param.help.split()) in shown, f"`{name} --help` mangles the help of {param.name}"
 
 
 def test_demo_refuses_to_clobber_a_non_demo_folder(tmp_path: Path) -> None:
