@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from tqdm import tqdm
@@ -81,9 +82,17 @@ def pending(store: Store, stage: Stage, retry_errors: bool = False, limit: int |
     return table
 
 
-def _batches(table: pa.Table, size: int) -> Iterator[pa.RecordBatch]:
-    for start in range(0, table.num_rows, max(1, size)):
-        yield from table.slice(start, size).combine_chunks().to_batches()
+def _batches(table: pa.Table, stage: Stage) -> Iterator[pa.RecordBatch]:
+    """Runs of at most `stage.batch_size` rows, each cut short once its `batch_cost` column reaches `batch_budget`."""
+    costs = table.column(stage.batch_cost).to_numpy(zero_copy_only=False) if stage.batch_cost else None
+    start = 0
+    while start < table.num_rows:
+        end = min(start + max(1, stage.batch_size), table.num_rows)
+        if costs is not None:
+            full = np.flatnonzero(np.cumsum(costs[start:end]) >= stage.batch_budget)
+            end = start + int(full[0]) + 1 if full.size else end
+        yield from table.slice(start, end - start).combine_chunks().to_batches()
+        start = end
 
 
 class PartBuffer:
@@ -147,7 +156,7 @@ def _run(store: Store, stage: Stage, cfg: DriverConfig, run_id: str, config: obj
     stats: dict = {"run_id": run_id, "pending": todo.num_rows}
     buffer = PartBuffer(store, stage, run_id, cfg)
     with tqdm(total=todo.num_rows, desc=stage.name, unit="img", disable=not cfg.progress) as bar:
-        for out in execute(stage, _batches(todo, stage.batch_size), cfg.executor):
+        for out in execute(stage, _batches(todo, stage), cfg.executor):
             buffer.add(out)
             bar.update(len(pc.unique(out.column(stage.key))) if out.num_rows else 0)
     buffer.flush()

@@ -41,7 +41,9 @@ class Stage(ABC):
     table: str = ""
     key: str = "image_id"
     needs: tuple[str, ...] = ()
-    batch_size: int = 16
+    batch_size: int = 16  # most candidate rows per batch
+    batch_cost: str | None = None  # a candidates column; a batch also closes once its values add up to batch_budget
+    batch_budget: float = float("inf")
 
     @property
     def output_schema(self) -> pa.Schema:

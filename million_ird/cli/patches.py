@@ -32,8 +32,8 @@ def patches(
     cell: Annotated[int, typer.Option(help="Cell side of the flat-region detector.")] = 64,
     flat_threshold: Annotated[float, typer.Option(help="A cell is flat when the variance of its Sobel gradient magnitude is below this (0-255 scale).")] = 150.0,
     max_flat: Annotated[float, typer.Option(help="Drop patches whose fraction of flat cells is above this.")] = 0.5,
-    shard_mb: Annotated[int, typer.Option(help="Roll over to a new tar shard after this many MB (each batch of images closes its own shards).")] = 1024,
-    images_per_batch: Annotated[int, typer.Option(help="Images per batch: the unit of work, of crash loss and of shard closing.")] = 64,
+    shard_mb: Annotated[int, typer.Option(help="Shard size in MB: a batch holds the images whose patches fill about this much as PNG (assuming PNG at half the raw size), and rolls over to a new tar shard past it.")] = 1024,
+    images_per_batch: Annotated[int, typer.Option(help="Most images per batch (the unit of work and of crash loss; each batch closes its own shards).")] = 1024,
     include_duplicates: Annotated[bool, typer.Option(help="Also cut images that `million-ird dedup` dropped.")] = False,
     workers: Workers = 1,
     executor: Executor = "local",
@@ -44,8 +44,12 @@ def patches(
     """Cut images into patches, drop mostly-flat ones, write kept ones losslessly into tar shards; resumes by config."""
     from million_ird.stages.patches import PatchesConfig, count_candidates, run_patches
 
-    cfg = PatchesConfig(size=size, cell=cell, flat_threshold=flat_threshold, max_flat=max_flat, selection=selection,
-                        shard_mb=shard_mb, images_per_batch=images_per_batch, include_duplicates=include_duplicates)
+    try:
+        cfg = PatchesConfig(size=size, cell=cell, flat_threshold=flat_threshold, max_flat=max_flat,
+                            selection=selection, shard_mb=shard_mb, images_per_batch=images_per_batch,
+                            include_duplicates=include_duplicates)
+    except StoreError as exc:
+        fail(str(exc))
     run = driver_config(executor, workers, ray_address, retry_errors, limit)
     store, progress = downloaded_store(manifest)
     try:

@@ -27,11 +27,12 @@ from million_ird.lock import store_lock
 from million_ird.schema import PATCHES
 from million_ird.shards import ShardWriter
 from million_ird.stage import Stage, fingerprint_of
-from million_ird.store import Store
+from million_ird.store import Store, StoreError
 
 log = logging.getLogger(__name__)
 PATCHES_VERSION = "2"  # bump when the grid, the detector or the encoding changes what is written
 SHARD_DIR = "files/patches"
+PNG_RATIO = 0.5  # PNG bytes / raw bytes of a typical photo patch: sizes batches so a shard comes out near shard_mb
 
 
 @dataclass(frozen=True)
@@ -44,8 +45,20 @@ class PatchesConfig:
     max_flat: float = 0.5
     selection: str | None = None
     shard_mb: int = 1024
-    images_per_batch: int = 64
+    images_per_batch: int = 1024
     include_duplicates: bool = False
+
+    def __post_init__(self) -> None:
+        if self.size < 1 or self.cell < 1 or self.cell > self.size:
+            raise StoreError(f"--size {self.size} and --cell {self.cell}: both must be positive with the cell no "
+                             "larger than the patch (e.g. --size 512 --cell 64)")
+        if not 0 <= self.max_flat <= 1 or self.shard_mb < 1 or self.images_per_batch < 1:
+            raise StoreError(f"--max-flat {self.max_flat} must be in 0..1, --shard-mb {self.shard_mb} and "
+                             f"--images-per-batch {self.images_per_batch} at least 1")
+
+    def cells_per_batch(self) -> float:
+        """Grid cells (16-bit ones count twice) whose patches fill about one shard of `shard_mb` as PNG."""
+        return self.shard_mb * 2**20 / (self.size * self.size * 3 * PNG_RATIO)
 
 
 def grid(width: int, height: int, size: int) -> list[tuple[int, int]]:
@@ -56,15 +69,17 @@ def grid(width: int, height: int, size: int) -> list[tuple[int, int]]:
 
 
 def candidates(cfg: PatchesConfig) -> tuple[str, list[Any]]:
-    """ok images at least one patch tall and wide, in the selection if given, not dropped by dedup."""
+    """ok images at least one patch tall and wide, in the selection if given, not dropped by dedup, with
+    `cells`: their grid cells (twice for 16-bit), what a batch is sized by."""
     where = ["status = 'ok'", "path IS NOT NULL", "least(width, height) >= ?"]
-    params: list[Any] = [cfg.size]
+    params: list[Any] = [cfg.size, cfg.size, cfg.size]
     if cfg.selection:
         where.append("image_id IN (SELECT image_id FROM selections WHERE selection = ?)")
         params.append(cfg.selection)
     if not cfg.include_duplicates:
         where.append("NOT duplicate_dropped")
-    return f"SELECT image_id, path FROM catalog WHERE {' AND '.join(where)}", params
+    return (f"SELECT image_id, path, (width // ?) * (height // ?) * (CASE WHEN bit_depth > 8 THEN 2 ELSE 1 END) "
+            f"AS cells FROM catalog WHERE {' AND '.join(where)}", params)
 
 
 class PatchStage(Stage):
@@ -72,11 +87,12 @@ class PatchStage(Stage):
 
     name = "patches"
     table = "patches"
-    needs = ("path",)
+    needs = ("path", "cells")
+    batch_cost = "cells"
 
     def __init__(self, root: Path, cfg: PatchesConfig) -> None:
         self.root, self.cfg = root, cfg
-        self.batch_size = cfg.images_per_batch
+        self.batch_size, self.batch_budget = cfg.images_per_batch, cfg.cells_per_batch()
         self._fp = fingerprint_of("patches", PATCHES_VERSION, cfg.size, cfg.cell, cfg.flat_threshold, cfg.max_flat,
                                   DESPECKLE_RING, DITHER_SIGMA)
 

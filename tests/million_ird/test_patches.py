@@ -132,3 +132,38 @@ def test_selection_limits_the_images(tmp_path: Path) -> None:
     pq.write_table(pa.table({"image_id": ["bb02"], "selection": ["keep"]}), sel / "part-0.parquet")
     assert run_patches(store, PatchesConfig(selection="keep"), QUIET)["images"] == 1
     assert store.query("SELECT DISTINCT image_id FROM patches").column(0).to_pylist() == ["bb02"]
+
+
+def test_a_batch_holds_about_one_shard_of_patches(tmp_path: Path) -> None:
+    """Batches close once their grid cells would fill --shard-mb as PNG; each batch writes its own shard."""
+    stripes = lambda phase: np.repeat(((np.arange(512) + phase) // 4 % 2 * 200)[None, :, None], 512, 0).repeat(3, 2)  # noqa: E731
+    ids = [f"{c}{c}0{i}" for i, c in enumerate("abcdefg")]
+    store = _store_with(tmp_path, {k: stripes(i).astype(np.uint8) for i, k in enumerate(ids)})
+    cfg = PatchesConfig(size=128, shard_mb=1)  # 1 MiB / (128² x 3 x 0.5) = 42.7 cells: 3 images of 16 cells a batch
+    stats = run_patches(store, cfg, QUIET)
+    assert stats["kept"] == 7 * 16 and stats["shards"] == 3
+    pairs = store.query("SELECT DISTINCT image_id, shard FROM patches").to_pylist()
+    shard_of = {r["image_id"]: r["shard"] for r in pairs}
+    assert len(shard_of) == len(pairs) == 7  # one shard per image
+    groups = sorted(sorted(k for k in ids if shard_of[k] == s) for s in set(shard_of.values()))
+    assert groups == [ids[:3], ids[3:6], ids[6:]]
+    assert run_patches(store, PatchesConfig(size=128, images_per_batch=2, shard_mb=64), QUIET)["shards"] == 0  # same cut
+
+
+@pytest.mark.parametrize("bad", [{"size": 0}, {"size": 256, "cell": 512}, {"max_flat": 1.5}, {"shard_mb": 0}])
+def test_bad_settings_are_one_line_errors_before_any_work(bad: dict) -> None:
+    with pytest.raises(StoreError, match="--") as info:
+        PatchesConfig(**bad)
+    assert "\n" not in str(info.value)
+
+
+def test_cli_refuses_bad_settings_in_one_line_without_touching_the_store(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from million_ird.cli import app
+
+    store = _store_with(tmp_path, {"aa01": _texture(512, 512)})
+    before = sorted(p.name for p in store.root.rglob("*"))
+    res = CliRunner().invoke(app, ["patches", "-m", str(store.root), "--size", "256", "--cell", "512"])
+    assert res.exit_code == 2 and res.output.count("\n") == 1 and "--cell 512" in res.output
+    assert sorted(p.name for p in store.root.rglob("*") if p.name != ".lock") == before  # the lock is taken first
