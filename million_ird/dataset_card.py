@@ -147,15 +147,20 @@ def patch_lines(plan: ExportPlan, patches_run: dict[str, Any] | None) -> list[st
         return [*lines, "- Flat-region detector: no patches run record matches the patches in force."]
     stage = (patches_run.get("config") or {}).get("stage") or {}
     fps = ", ".join((patches_run.get("config") or {}).get("fingerprints", {}).values())
+    ring = stage.get("despeckle_ring", "?")
     lines.append(f"- Flat-region detector: a {stage.get('cell')}-px cell is flat when the variance of its Sobel "
-                 f"gradient magnitude is below {stage.get('flat_threshold')} (0-255 scale); a patch is dropped when "
-                 f"more than {stage.get('max_flat')} of its cells are flat.")
+                 f"gradient magnitude is below {stage.get('flat_threshold')} (0-255 scale), measured on the gray "
+                 f"patch after clamping each pixel into the range of its {ring}x{ring}-ring "
+                 f"neighbours and a Gaussian blur of sigma {stage.get('dither_sigma', 'not recorded')} px (isolated dots and ordered dither on a "
+                 f"smooth gradient count as flat); a patch is dropped when more than {stage.get('max_flat')} of its "
+                 "cells are flat.")
     lines.append(f"- Patches run in force: `{patches_run.get('run_id')}` (settings fingerprint `{fps}`, "
                  f"duplicates {'included' if stage.get('include_duplicates') else 'excluded'}).")
     if plan.sixteen_bit_images:
         lines.append(f"- {plan.sixteen_bit_images} source images are 16-bit: their patches are 16-bit PNGs. "
-                     "PIL (the `datasets` Image decoder) reduces 16-bit RGB to 8 bits; decode the bytes with "
-                     "OpenCV (`cv2.IMREAD_UNCHANGED`) to keep all 16.")
+                     "PIL (the `datasets` Image decoder) reduces 16-bit RGB to 8 bits; to keep all 16, take the "
+                     "bytes (`ds.cast_column(\"image\", Image(decode=False))`) and decode them with OpenCV "
+                     "(`cv2.imdecode(..., cv2.IMREAD_UNCHANGED)`, BGR order).")
     return lines
 
 

@@ -13,7 +13,7 @@ that cannot be decoded gets one error row (kept false, no box), and is not tried
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -174,6 +174,7 @@ def run_patches(store: Store, cfg: PatchesConfig, run: driver.DriverConfig | Non
     store.check_selection(cfg.selection)
     with store_lock(store.root):
         orphans = remove_orphan_shards(store)
-        stats = driver.run(store, PatchStage(store.root, cfg), run or driver.DriverConfig(), config=cfg)
+        config = {**asdict(cfg), "despeckle_ring": DESPECKLE_RING, "dither_sigma": DITHER_SIGMA}  # the whole detector
+        stats = driver.run(store, PatchStage(store.root, cfg), run or driver.DriverConfig(), config=config)
     stats["orphan_shards_removed"] = orphans
     return stats

@@ -258,6 +258,7 @@ def test_card_has_front_matter_counts_thresholds_and_licences(store: Store, hf_o
         assert f"| {r['source']} | {r['images']} | {r['patches']} |" in body
     assert "niqe < 5.0" in body and "brisque < 35.0" in body and "selection `demo`" in body
     assert "256x256" in body and "below 150.0" in body and "more than 0.5" in body
+    assert "5x5-ring" in body and "sigma 0.8 px" in body  # the whole detector, from the patches run record
     assert ("No dedup run" in body) is (store.latest_run("dedup") is None)
     sha = json.loads(next((store.root / "runs").glob("*-patches-*.json")).read_text())["recipe_sha256"]
     assert sha in body and NOT_FROM_RECIPE not in body
@@ -346,3 +347,35 @@ def test_card_without_the_licence_table_says_so(store: Store, tmp_path: Path, mo
     assert "sources.yaml, shipped in a source checkout" in body and "was not found" in body
     assert "### DIV2K" in body and "as the build recipe states" in body  # the demo recipe's own statement stays
     assert "academic research use only" not in body  # the table's DIV2K entry is gone with the file
+
+
+def test_sixteen_bit_patches_keep_all_sixteen_bits_in_the_exported_bytes(tmp_path: Path) -> None:
+    """A 16-bit RGB source: the hf and webdataset bytes decode (cv2, unchanged) to the exact 16-bit patch."""
+    import cv2
+    import datasets
+
+    from million_ird.driver import DriverConfig
+    from million_ird.stages.patches import PatchesConfig, run_patches
+
+    rng = np.random.default_rng(16)
+    deep = rng.integers(0, 65536, (300, 300, 3), dtype=np.uint16)  # BGR as cv2 writes it
+    src = tmp_path / "deep.png"
+    cv2.imwrite(str(src), deep)
+    store = Store(tmp_path / "store")
+    store.append("images", pa.Table.from_pylist([{"image_id": "dd01", "source": "test", "path": str(src)}]))
+    store.append("downloads", pa.Table.from_pylist([{"image_id": "dd01", "status": "ok", "path": str(src), "width": 300,
+                                                     "height": 300, "bit_depth": 16, "attempt": 1}]))
+    run_patches(store, PatchesConfig(size=256), DriverConfig(progress=False))
+    want = deep[22:278, 22:278]
+    for fmt in ("hf", "webdataset"):
+        code, _, stderr = run_export("-m", str(store.root), "--format", fmt, "--out", str(tmp_path / fmt))
+        assert code == 0, stderr
+        assert "1 source images are 16-bit" in (tmp_path / fmt / "README.md").read_text()
+    ds = datasets.load_dataset("parquet", data_files=str(tmp_path / "hf" / "data" / "*.parquet"), split="train")
+    raw = ds.cast_column("image", datasets.Image(decode=False))[0]["image"]["bytes"]
+    with tarfile.open(next((tmp_path / "webdataset").glob("*.tar"))) as tar:
+        member = next(m for m in tar.getmembers() if m.name.endswith(".png"))
+        wds = tar.extractfile(member).read()  # type: ignore[union-attr]
+    for data in (raw, wds):
+        got = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        assert got.dtype == np.uint16 and np.array_equal(got, want)
