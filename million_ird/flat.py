@@ -15,6 +15,11 @@ does not count as texture:
 
 Without step 1 a ramp with 0.2% white pixels or a starfield wallpaper scores ~0; without step 2 an
 8-level Bayer-dithered ramp scores 0 (every cell "textured").
+
+The price of step 2 is a contrast floor for fine texture, the same as for noise (sigma <= 5 on a ramp must
+read flat): scikit-image's grass, gravel and brick photos stay textured down to std 8 (tested), but at std
+6 grass and gravel read flat; synthetic 1/f texture needs std ~12 and isotropic period-3 texture std ~20,
+where the plain Sobel variance (no steps 1-2) kept them from std 8 and 6.
 """
 
 from __future__ import annotations

@@ -133,6 +133,16 @@ def test_fine_texture_is_not_flat(name: str) -> None:
     assert flat_ratio(TEXTURED[name]()) <= 0.5, name
 
 
+@pytest.mark.parametrize("photo", ["grass", "gravel", "brick"])
+@pytest.mark.parametrize("std", [None, 8.0])
+def test_photographed_texture_is_not_flat_down_to_std_8(photo: str, std: float | None) -> None:
+    """scikit-image's texture photos, as shot (std 26-39) and with their contrast cut to std 8 (README: the floor)."""
+    import skimage.data
+
+    img = getattr(skimage.data, photo)()[:N, :N].astype(np.float64)
+    assert flat_ratio(img.astype(np.uint8) if std is None else _norm(img, std)) <= 0.5
+
+
 @pytest.mark.parametrize("photo", ["astronaut.png", "chelsea.png", "coffee.png", "hubble_deep_field.jpg",
                                    "rocket.jpg"])
 def test_demo_photo_crops_are_not_flat(photo: str) -> None:
