@@ -9,41 +9,46 @@ from typing import Annotated
 
 import typer
 
-from million_ird.cli.common import Manifest, fail, writes_store
+from million_ird.cli.common import Manifest, Wait, fail, locked_store
 from million_ird.summary import format_table
 
 
 def run_recipe(recipe_path: Path, manifest: Path, inputs: Path | None = None,
-               extra: dict[str, list[str]] | None = None) -> None:
-    """Build `recipe_path` into `manifest` through the CLI's own commands, then print expected vs actual."""
-    from million_ird.build import RecipeError, build, load_recipe
+               extra: dict[str, list[str]] | None = None, wait: bool = False) -> None:
+    """Build `recipe_path` into `manifest` through the CLI's own commands, then print expected vs actual.
+
+    The whole recipe and every input are checked first: a bad one neither creates nor locks the store."""
+    from million_ird.build import RecipeError, build, cli_commands, commands, load_recipe
     from million_ird.cli import app  # the package imports this module: resolved at call time
 
     def run(args: Sequence[str]) -> None:
         app(list(args), standalone_mode=False)
 
     try:
-        recipe = load_recipe(recipe_path)
-        manifest.mkdir(parents=True, exist_ok=True)
+        recipe = load_recipe(recipe_path, cli_commands(typer.main.get_command(app)))
+        lines = commands(recipe, manifest, inputs, extra)
+    except RecipeError as exc:
+        fail(str(exc))
+    with locked_store(manifest, wait=wait, creates=True):
         copy = manifest / "runs" / f"recipe-{recipe.name}-{recipe.sha256[:12]}.yaml"
         copy.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(recipe.path, copy)  # the store keeps the exact recipe its runs name by hash
-        rows = build(recipe, manifest, run, inputs, extra, echo=typer.echo)
-    except RecipeError as exc:
-        fail(str(exc))
-    typer.echo(f"\n== recipe {recipe.name} (sha256 {recipe.sha256[:12]}): expected vs actual")
+        rows = build(recipe, lines, manifest, run, echo=typer.echo)
+    where = f", selection {recipe.selection!r}" if recipe.selection else ""
+    typer.echo(f"\n== recipe {recipe.name} (sha256 {recipe.sha256[:12]}{where}): expected vs actual")
     typer.echo(format_table(rows))
 
 
-@writes_store(creates=True)
 def build_command(
     recipe: Annotated[Path, typer.Argument(help="Recipe YAML (e.g. manifests/million-ird-v1/recipe.yaml).")],
     manifest: Manifest,
     inputs: Annotated[Path | None, typer.Option(help="Folder the recipe's source inputs are relative to "
                                                 "[default: the recipe's folder].")] = None,
+    wait: Wait = False,
 ) -> None:
-    """Ingest the recipe's sources and run its steps in order (each resumes); the recipe's hash goes on every run."""
-    run_recipe(recipe, manifest, inputs)
+    """Check the whole recipe, then ingest its sources and run its steps in order (each resumes) under the store
+    lock; the recipe's hash goes on every run."""
+    run_recipe(recipe, manifest, inputs, wait=wait)
 
 
 def register(app: typer.Typer) -> None:

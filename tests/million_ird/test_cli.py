@@ -12,8 +12,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import typer.main
-from typer.testing import CliRunner
 from curation_helpers import cli
+from typer.testing import CliRunner
 
 from million_ird import demo
 from million_ird.cli import app
