@@ -44,7 +44,9 @@ def dedup(
     against: Annotated[list[Path] | None, typer.Option(
         help="Test-set folder (repeatable), e.g. BSD68, Urban100, Rain100L, SOTS, or any folder of images "
              "(searched recursively): every store image that is a byte copy, or a rescaled, re-encoded or "
-             "slightly cropped copy, of one of its images is dropped (reason test-set).")] = None,
+             "slightly cropped copy, of one of its images is dropped (reason test-set). Matches of fine textures "
+             "are confirmed by their pixels; near-uniform test images (solid colours, smooth gradients) match "
+             "byte copies only.")] = None,
     source_priority: Annotated[str | None, typer.Option(
         help="Comma-separated sources, best first (e.g. DIV2K,LSDIR,laion-hr): which copy a group keeps when "
              "resolutions tie; unlisted sources come after listed ones (unset: resolution, then the smallest id).")] = None,
@@ -86,6 +88,12 @@ once (resumed like every stage); each run recomputes the groups and is the one i
     if stats.get("unknown_priority_sources"):
         typer.echo(f"note: --source-priority names sources with no image here: "
                    f"{', '.join(stats['unknown_priority_sources'])}")
+    if stats.get("test_files_byte_only"):
+        typer.echo(f"note: {stats['test_files_byte_only']} test file(s) are near-uniform (solid colour, smooth "
+                   "gradient): their hash carries nothing, so only byte-identical copies of them are dropped")
+    if stats.get("test_pixel_unreadable"):
+        typer.echo(f"warning: {stats['test_pixel_unreadable']} image(s) hash-matched a test image but could not be "
+                   "read for the pixel check, and were kept")
     typer.echo(f"dropped {stats['dropped']} of {stats['images']} images "
                f"({stats['dropped_exact']} exact, {stats['dropped_near']} near, {stats['dropped_test_set']} test-set)")
     echo_download_note(progress, manifest)

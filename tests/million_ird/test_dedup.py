@@ -157,6 +157,7 @@ def test_against_drops_planted_copies_of_test_images(tmp_path: Path, deduped: tu
     assert not {"blue", "ramp", "vramp"} & set(dup)  # other flat images do not match the flat test image
     assert dup["astronaut_2x"]["kept"] and dup["astronaut_half"]["reason"] == "near"  # other groups unchanged
     assert "6 test-set" in out
+    assert "note: 1 test file(s) are near-uniform" in out  # the flat test image: byte copies only, and said so
     assert store.query("SELECT count(*) FROM catalog WHERE duplicate_reason = 'test-set' AND duplicate_dropped"
                        ).column(0)[0].as_py() == 6
     dedup(store)  # without --against: the test-set drops are no longer in force
