@@ -105,6 +105,7 @@ class CliOption:
     is_flag: bool
     multiple: bool
     required: bool
+    convert: Callable[[Any], Any] = str  # the option's own parser (typer's coercion): raises on a bad value
 
 
 Cli = Mapping[str, Mapping[str, CliOption]]  # command -> {long option string (its --no- form too): option}
@@ -120,7 +121,8 @@ def cli_commands(group: Any) -> dict[str, dict[str, CliOption]]:
         for p in command.params:
             longs = [o for o in p.opts if o.startswith("--")]  # a recipe key names a long option
             if longs:
-                spec = CliOption(longs[0], next(iter(p.secondary_opts), None), p.is_flag, p.multiple, p.required)
+                spec = CliOption(longs[0], next(iter(p.secondary_opts), None), p.is_flag, p.multiple, p.required,
+                                 lambda v, p=p: p.get_runtime_param().coerce(v, param=p, ctx=None))
                 options.update({o: spec for o in (*longs, *p.secondary_opts)})
         if "--manifest" in options:
             out[name] = options
@@ -153,6 +155,11 @@ def _value_problem(option: CliOption, value: Any) -> str | None:
     values = value if isinstance(value, list) else [value]
     if any(v is None or isinstance(v, (bool, dict, list)) for v in values):
         return "takes a number or a string (a list of them where the option repeats)"
+    try:
+        option.convert([str(v) for v in values] if option.multiple else str(value))
+    except Exception as exc:  # noqa: BLE001 - typer's BadParameter, or what a custom type raises
+        reason = " ".join(str(getattr(exc, "message", exc)).split())
+        return f"takes a valid value ({reason[:1].lower()}{reason[1:]})"
     return None
 
 

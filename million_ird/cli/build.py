@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from typer._click import ClickException
 
 from million_ird.cli.common import Manifest, Wait, fail, locked_store
 from million_ird.summary import format_table
@@ -22,7 +23,14 @@ def run_recipe(recipe_path: Path, manifest: Path, inputs: Path | None = None,
     from million_ird.cli import app  # the package imports this module: resolved at call time
 
     def run(args: Sequence[str]) -> None:
-        app(list(args), standalone_mode=False)
+        try:
+            code = app(list(args), standalone_mode=False)
+        except ClickException as exc:
+            code, message = exc.exit_code, exc.format_message()
+            typer.echo(f"error: {' '.join(message.split())}", err=True)
+        if code:  # the step printed why; later steps would build on what it did not do
+            fail(f"{recipe_path}: step `million-ird {args[0]}` failed (exit {code}); fix it and run build again "
+                 "(steps that finished are not redone)")
 
     try:
         recipe = load_recipe(recipe_path, cli_commands(typer.main.get_command(app)))

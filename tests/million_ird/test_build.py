@@ -57,6 +57,11 @@ BAD = {
                          r"steps\[1\] \(filter\): --replace takes true or false"),
     "flag for a value": (_recipe(step="  - patches: {size: true}\n"),
                          r"steps\[1\] \(patches\): --size takes a number"),
+    "word for a number": (_recipe(step="  - filter: {niqe: abc}\n"),
+                          r"steps\[1\] \(filter\): --niqe takes a valid value \(input should be a valid number"),
+    "below an option's minimum": (_recipe(step="  - report: {out: r.html, samples: -1}\n"),
+                                  r"steps\[1\] \(report\): --samples takes a valid value \(input should be "
+                                  r"greater than or equal to 0\), not -1"),
     "required option missing": (_recipe(step="  - export: {format: hf}\n"),
                                 r"steps\[1\] \(export\): `million-ird export` needs --out; add it"),
     "mistyped source count": (_recipe(source=SOURCE.replace("}", ", expected: {imgs: 3}}")),
@@ -220,3 +225,18 @@ def test_table_counts_each_sources_images_after_filter_and_dedup(demo_build: tup
     assert rows["laion-hr.processed"]["expected"] == 100
     assert rows["laion-hr.processed"]["actual"] == downloaded["laion-hr"]
     assert rows["laion-hr.images"]["expected"] == 2 and "DIV2K.processed" not in rows
+
+
+def test_a_failed_step_stops_the_build_with_its_exit_code(tmp_path: Path) -> None:
+    """A step that fails (here: a NIMA threshold on a store never scored by NIMA) ends the build there."""
+    _photos(tmp_path / "photos")
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(_recipe(step="  - filter: {nima: 5, name: v1}\n  - report: {out: report.html}\n"))
+    store = tmp_path / "store"
+    res = CliRunner().invoke(app, ["build", str(recipe), "--manifest", str(store)])
+    assert res.exit_code == 2, res.output
+    assert "nima" in res.output and res.output.strip().splitlines()[-1] == (
+        f"error: {recipe}: step `million-ird filter` failed (exit 2); fix it and run build again "
+        "(steps that finished are not redone)")
+    assert "== million-ird report" not in res.output and not (store / "report.html").exists()
+    assert "expected vs actual" not in res.output
