@@ -178,7 +178,8 @@ def funnel_section(ctx: ReportContext) -> Section:
     if not sources:
         return Section("funnel", "Funnel", none_yet("ingest --manifest DIR ..."), empty=True)
     rows = []
-    empty = {t for t, _ in STAGE_SOURCES.values() if not ctx.rows(f"SELECT 1 FROM {t} LIMIT 1")}
+    empty = {t for t, command in STAGE_SOURCES.values()  # never run: no rows and no run record (a dedup that
+             if not ctx.rows(f"SELECT 1 FROM {t} LIMIT 1") and not ctx.store.latest_run(command)}  # found none ran)
     for label, per in counts.items():
         total = sum(per.values())
         table, command = STAGE_SOURCES.get(label, ("", ""))
@@ -337,7 +338,9 @@ def duplicates_section(ctx: ReportContext) -> Section:
     rows = ctx.dicts("SELECT image_id, group_id, kept, reason, matched, distance FROM latest_duplicates "
                      "ORDER BY image_id")
     if not rows:
-        return Section("duplicates", title, none_yet("dedup"), empty=True)
+        run = ctx.store.latest_run("dedup")
+        body = f"<p>dedup run <code>{esc(run)}</code> found no duplicates and no test-set matches.</p>" if run else ""
+        return Section("duplicates", title, body or none_yet("dedup"), empty=not run)
     reasons = sorted({r["reason"] for r in rows})
     counts = [[reason, sum(1 for r in rows if r["reason"] == reason and not r["kept"])] for reason in reasons]
     groups = _duplicate_groups(rows)

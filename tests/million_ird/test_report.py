@@ -194,6 +194,12 @@ def test_store_with_only_ingested_images(tmp_path: Path) -> None:
     for command in ("download", "score", "filter", "dedup", "patches", "splits"):
         assert f"none yet — run <code>million-ird {command}" in page, command
     assert set(result.empty) == {"scores", "resolution", "images", "patches", "flat", "duplicates"}
+    run_id = new_run_id("dedup")  # a finished dedup run that found nothing: not "none yet"
+    store.save_run("dedup", run_id, {}, {"dropped": 0})
+    result = write_report(store, tmp_path / "r.html", ReportConfig())
+    page = result.path.read_text()
+    assert "none yet — run <code>million-ird dedup" not in page and f"dedup run <code>{run_id}</code> found no" in page
+    assert "duplicates" not in result.empty and "none yet — run <code>million-ird patches" in page
 
 
 def _app() -> typer.Typer:
