@@ -7,6 +7,7 @@ same source, origin, URL, path and reason, is not appended again (DuckDB anti-jo
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections import Counter
 from dataclasses import dataclass
@@ -91,6 +92,20 @@ def reasons_by_kind(reasons: pa.ChunkedArray) -> dict[str, int]:
     return dict(kinds.most_common())
 
 
+def input_record(inputs: IngestInputs) -> dict:
+    """What a run record keeps of the inputs: absolute paths, and each list file's size and sha256 (which
+    metadata shard made the data, months later; a folder's images get their sha256 from `download`)."""
+    lists = [*inputs.parquet, *([inputs.urls] if inputs.urls else [])]
+    files = []
+    for path in lists:
+        with open(path, "rb") as fh:
+            files.append({"path": str(path.resolve()), "bytes": path.stat().st_size,
+                          "sha256": hashlib.file_digest(fh, "sha256").hexdigest()})
+    return {"parquet": [str(p.resolve()) for p in inputs.parquet],
+            "urls": str(inputs.urls.resolve()) if inputs.urls else None,
+            "folder": str(inputs.folder.resolve()) if inputs.folder else None, "files": files}
+
+
 def ingest(store: Store, inputs: IngestInputs, cfg: IngestConfig) -> dict:
     """Append the new images and rejected rows to the store; returns the run's counts."""
     images, rejected = read_inputs(inputs, cfg).tables()
@@ -110,6 +125,6 @@ def ingest(store: Store, inputs: IngestInputs, cfg: IngestConfig) -> dict:
         "rejected": rejected.num_rows, "rejected_new": recorded.num_rows,
         "rejected_by_reason": reasons_by_kind(rejected.column("reason")),
     }
-    store.save_run("ingest", run_id, {"config": cfg, "inputs": inputs}, stats)
+    store.save_run("ingest", run_id, {"config": cfg, "inputs": input_record(inputs)}, stats)
     log.info("ingest %s: %s", run_id, stats)
     return stats

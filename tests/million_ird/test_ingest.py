@@ -123,3 +123,18 @@ def _write_urls(tmp_path: Path) -> Path:
     path = tmp_path / "seed.txt"
     path.write_text("https://seed.example/1.jpg\n")
     return path
+
+
+def test_run_record_names_each_input_file_by_absolute_path_and_sha256(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    import hashlib
+
+    laion = _laion(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    store = Store(tmp_path / "store")
+    ingest(store, IngestInputs(parquet=(Path("laion.parquet"),)), IngestConfig(source="laion-hr"))  # typed relative
+    record = json.loads(next((store.root / "runs").glob("*-ingest-*.json")).read_text())
+    inputs = record["config"]["inputs"]
+    assert inputs["parquet"] == [str(laion)] and inputs["urls"] is None and inputs["folder"] is None
+    assert inputs["files"] == [{"path": str(laion), "bytes": laion.stat().st_size,
+                                "sha256": hashlib.sha256(laion.read_bytes()).hexdigest()}]
