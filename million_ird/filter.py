@@ -106,7 +106,8 @@ def _check_scores(con: duckdb.DuckDBPyConnection, store: Store, cfg: FilterConfi
             continue
         if con.sql(f"SELECT count({metric}) FROM catalog").fetchall()[0][0] == 0:
             how = "--metrics nima --nima-weights PATH" if metric == "nima" else f"--metrics {metric}"
-            raise StoreError(f"--{metric} given but no image in {store.root} has a {metric} score; "
+            raise StoreError(f"filtering on {metric} (--{metric} {cfg.thresholds()[metric]}) but no image in "
+                             f"{store.root} has a {metric} score; "
                              f"run `million-ird score --manifest {store.root} {how}` first")
 
 

@@ -149,6 +149,7 @@ def test_readers_neither_lock_nor_block(store: Path, holders: list[Holder]) -> N
     assert "local" in cli("stats", "--manifest", str(store)).stdout
     dry = cli("filter", "--manifest", str(store), "--dry-run", check=False)  # reads only: never locks
     assert "in use" not in dry.stderr and "has a niqe score" in dry.stderr  # its own answer: nothing scored yet
+    assert "given" not in dry.stderr and "filtering on niqe (--niqe 5" in dry.stderr  # the defaults, not "given"
     assert time.monotonic() - started < 60
     assert holder.proc.poll() is None and read_holder(store)["pid"] == holder.proc.pid
     _assert_refused(cli("download", "--manifest", str(store), check=False), store, holder)  # the lock is in force
