@@ -105,13 +105,15 @@ def _absolute(store: Store, path: str) -> Path:
     return p if p.is_absolute() else store.root / p
 
 
-# kept patches as shard member references (SHARD.tar#OFFSET+NBYTES, read by million_ird.images)
+# kept patches as shard member references (SHARD.tar#OFFSET+NBYTES, read by million_ird.images), never of an
+# image the latest dedup run dropped (a duplicate or a test-set match), even one cut before dedup ran
 PATCH_SQL = ("SELECT patch_id, shard || '#' || byte_offset || '+' || nbytes AS path FROM latest_patches "
-             "WHERE kept AND shard IS NOT NULL ORDER BY patch_id")
+             "WHERE kept AND shard IS NOT NULL "
+             "AND image_id NOT IN (SELECT image_id FROM latest_duplicates WHERE NOT kept) ORDER BY patch_id")
 
 
 def read_patches(stores: list[Store]) -> list[PatchRow]:
-    """Every kept patch of the stores, ordered by (store, patch_id)."""
+    """Every kept patch of the stores not dropped by their latest dedup, ordered by (store, patch_id)."""
     rows: list[PatchRow] = []
     for store in stores:
         table = store.query(PATCH_SQL)

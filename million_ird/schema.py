@@ -102,6 +102,17 @@ PAIRS = pa.schema(
     ]
 )
 
+# the pairs a splits run put in force, one row per pair; content-addressed, so a set already recorded is not
+# written again. `latest_pairs` shows, per recipe, the set named in its latest finished splits run record
+PAIR_SETS = pa.schema(
+    [
+        pa.field("set_id", pa.string(), nullable=False),  # hash of the fingerprint and the sorted pair ids
+        pa.field("pair_id", pa.string(), nullable=False),
+        pa.field("fingerprint", pa.string(), nullable=False),  # the pair's split fingerprint
+        pa.field("run_id", pa.string()),  # the run that recorded the set first
+    ]
+)
+
 # the 64-bit perceptual hash of every ok image (the per-image half of dedup)
 HASHES = pa.schema(
     [
@@ -150,4 +161,5 @@ SCHEMAS: dict[str, pa.Schema] = {
     "duplicates": DUPLICATES,
     "patches": PATCHES,
     "pairs": PAIRS,
+    "pair_sets": PAIR_SETS,
 }

@@ -10,7 +10,7 @@ import platform
 import re
 import subprocess
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -62,6 +62,12 @@ SELECT * EXCLUDE (_rank, _fp_run) FROM (
                                                            fingerprint) AS _rank
   FROM (SELECT *, max(run_id) OVER (PARTITION BY {key}, fingerprint) AS _fp_run FROM {table}))
 WHERE _rank = 1
+"""
+# per recipe, the pairs of the set its latest finished splits run recorded (million_ird.stages.splits): pairs
+# of images that stopped being a source leave with the set
+LATEST_PAIR_SETS = """
+SELECT p.* FROM pairs p
+SEMI JOIN pair_sets s ON s.set_id IN ({sets}) AND s.pair_id = p.pair_id AND s.fingerprint = p.fingerprint
 """
 # the rows of the latest *finished* dedup run (its run record is written last), so a run that found no
 # duplicate clears the earlier ones and a killed run's rows are never in force
@@ -208,6 +214,11 @@ def _literal(value: str | None) -> str:
     return "NULL" if value is None else "'" + value.replace("'", "''") + "'"
 
 
+def _literals(values: Iterable[str]) -> str:
+    """A comma list of SQL string literals for IN (...); NULL when empty (matches nothing)."""
+    return ", ".join(_literal(v) for v in values) or "NULL"
+
+
 class Store:
     """A dataset directory: append-only Parquet tables, files/, runs/, read through DuckDB."""
 
@@ -272,19 +283,43 @@ class Store:
             con.register(f"_empty_{name}", schema.empty_table())
             con.execute(f"CREATE VIEW {name} AS SELECT * FROM _empty_{name}")
 
-    def current_fingerprints(self, command: str, per: str | None = None) -> list[str]:
-        """The fingerprints in force for `command`: per unit (a metric, say), the one of its latest run
-        (one per value of config key `per`, e.g. per split recipe)."""
-        found: dict[tuple[Any, str], str] = {}
+    def _run_records(self, command: str) -> Iterator[dict[str, Any]]:
+        """The readable run records of `command` (and of commands named like it), latest first."""
         for record in sorted((self.root / "runs").glob(f"*-{command}-*.json"), reverse=True):
             try:
-                cfg = json.loads(record.read_text()).get("config") or {}
+                yield json.loads(record.read_text())
             except (OSError, ValueError):
                 continue
-            group = (cfg.get("stage") or {}).get(per) if per else None
-            for unit, fp in (cfg.get("fingerprints") or {}).items():
-                found.setdefault((group, unit), fp)
+
+    def current_fingerprints(self, command: str) -> list[str]:
+        """The fingerprints in force for `command`: per unit (a metric, say), the one of its latest run."""
+        found: dict[str, str] = {}
+        for run in self._run_records(command):
+            for unit, fp in ((run.get("config") or {}).get("fingerprints") or {}).items():
+                found.setdefault(unit, fp)
         return list(found.values())
+
+    def latest_configs(self, command: str, per: str) -> dict[Any, dict[str, Any]]:
+        """The recorded config of `command`'s latest finished run per value of its stage setting `per`."""
+        found: dict[Any, dict[str, Any]] = {}
+        for run in self._run_records(command):
+            cfg = run.get("config") or {}
+            if run.get("command") == command:
+                found.setdefault((cfg.get("stage") or {}).get(per), cfg)
+        return found
+
+    def _latest_pairs_sql(self) -> str:
+        """Per recipe, the pair set its latest finished splits run names; recipes whose latest run names none
+        (written before pair sets, or pairs without a run) keep the rows of the fingerprint in force."""
+        latest = self.latest_configs("splits", "recipe")
+        current = [fp for cfg in latest.values() for fp in (cfg.get("fingerprints") or {}).values()]
+        by_fingerprint = LATEST_BY_FINGERPRINT.format(key="recipe", table="pairs", current=_literals(current))
+        sets = {recipe: cfg["stage"]["pair_set"] for recipe, cfg in latest.items()
+                if (cfg.get("stage") or {}).get("pair_set")}
+        if not sets:
+            return by_fingerprint
+        return (LATEST_PAIR_SETS.format(sets=_literals(sets.values()))
+                + f" UNION ALL SELECT * FROM ({by_fingerprint}) WHERE recipe NOT IN ({_literals(sets)})")
 
     def check_selection(self, name: str | None) -> None:
         """A one-line StoreError when a selection is named that no `filter --name NAME` has written."""
@@ -348,18 +383,17 @@ class Store:
                             "catalog_base" in derive, key=LATEST_DOWNLOADS)
         metrics = self._score_views(con, files["scores"], "latest_scores" in derive)
         columns = ", ".join(f's."{m.replace(chr(34), chr(34) * 2)}"' for m in metrics)
-        for table, key, command, per in (("patches", "image_id", "patches", None),
-                                          ("pairs", "recipe", "splits", "recipe")):
-            current = ", ".join(_literal(f) for f in self.current_fingerprints(command, per)) or "NULL"
-            con.execute(f"CREATE VIEW latest_{table} AS {LATEST_BY_FINGERPRINT.format(key=key, table=table, current=current)}")
+        patches = LATEST_BY_FINGERPRINT.format(key="image_id", table="patches",
+                                               current=_literals(self.current_fingerprints("patches")))
+        con.execute(f"CREATE VIEW latest_patches AS {patches}")
+        con.execute(f"CREATE VIEW latest_pairs AS {self._latest_pairs_sql()}")
         con.execute(f"CREATE VIEW latest_duplicates AS {LATEST_DUPLICATES.format(run=_literal(self.latest_run('dedup')))}")
         con.execute(f"CREATE VIEW catalog AS {CATALOG.format(metric_columns=columns)}")
         return con
 
     def _score_views(self, con: duckdb.DuckDBPyConnection, files: list[Path], build: bool) -> list[str]:
         """latest_score_values, latest_scores (one column per metric) and the catalog's copy; the metrics."""
-        in_force = ", ".join(_literal(f) for f in self.current_fingerprints("score")) or "NULL"
-        values = SCORE_VALUES.format(current=in_force)
+        values = SCORE_VALUES.format(current=_literals(self.current_fingerprints("score")))
         con.execute(f"CREATE VIEW _score_values AS {values}")
         con.execute(f"CREATE VIEW latest_score_values AS {LATEST_SCORE_VALUES}")
         metrics = list(PIVOTED_METRICS) + sorted(

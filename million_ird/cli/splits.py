@@ -72,7 +72,8 @@ def register(app: typer.Typer) -> None:
     def splits(
         manifest: Annotated[Path, typer.Option("--manifest", "-m", help="Dataset directory (the store).")],
         recipe: Annotated[str, typer.Option(help="all-in-one (benchmark folders, reference counts) or synthetic "
-                                            "(noise/rain/haze on the store's own images).")] = "all-in-one",
+                                            "(noise/rain/haze on the store's kept patches, else on its whole "
+                                            "images).")] = "all-in-one",
         denoise_train: Annotated[list[Path] | None, typer.Option(help="Clean denoise training folder(s): BSD400 "
                                                                  "and WED (5,144 images).")] = None,
         rain100l: Annotated[Path | None, typer.Option(help="Rain100L root with train/ (200) and test/ (100): "
@@ -87,10 +88,11 @@ def register(app: typer.Typer) -> None:
         rounding: Annotated[str, typer.Option(help="Noise cast to uint8: truncate (reference quirk) or round.")] = "truncate",
         test_fraction: Annotated[float, typer.Option(help="Synthetic recipe: fraction of source images held out for "
                                                      "test, exactly max(1, round(fraction * N)) of N, chosen "
-                                                     "from the seed and the image ids; needs N >= 2.")] = 0.2,
+                                                     "from the seed and the image ids (all patches of an image "
+                                                     "share its split); needs N >= 2.")] = 0.2,
         rain_preset: Annotated[str, typer.Option(help="Synthetic recipe: rain preset (rain100l, light, medium, heavy).")] = "rain100l",
         digest: Annotated[bool, typer.Option(help="Also store pixel digests of on-the-fly training pairs (slower).")] = False,
-        limit: Annotated[int | None, typer.Option(help="Synthetic recipe: use at most N source images.")] = None,
+        limit: Annotated[int | None, typer.Option(help="Synthetic recipe: use the first N source images (by id).")] = None,
         verify: Annotated[bool, typer.Option("--verify", help="Only re-check the pairs in force (files, sha256, "
                                              "re-derived pixels); exit 1 on any mismatch.")] = False,
         export: Annotated[list[str] | None, typer.Option(help="Export the recipe's pairs in force: promptir, dsrir, "
@@ -120,10 +122,11 @@ def register(app: typer.Typer) -> None:
                              paths=paths)
         run = driver_config(executor, workers, ray_address, False, None)
         try:
-            planned, counts = P.plan_pairs(store, cfg)
-            typer.echo(format_table(P.counts_table(counts)))
+            plan = P.plan_pairs(store, cfg)
+            typer.echo(format_table(P.counts_table(plan.counts)))
+            typer.echo(plan.describe())
             with executor_errors():
-                stats = S.run_splits(store, cfg, planned, run)
+                stats = S.run_splits(store, cfg, plan, run)
             exported = _export(store, recipe, export, export_dir or store.root / "exports" / recipe, seed) if export else {}
         except (LayoutError, P.SplitError, StoreError) as exc:
             fail(str(exc))

@@ -4,9 +4,12 @@ A pair is either real (clean + degraded files), generated once (a test set degra
 under files/splits/<fingerprint>/ with its sha256 in `params`), or on the fly (clean + degradation + seed +
 `params.args`; a trainer calls `degradations.get(degradation)(clean, degradations.rng_from_seed(seed),
 **params["args"])`). The plan is written to `_work/splits-plan-<run_id>.parquet` for the run and read by
-the driver's pending query, which keeps the pairs not yet written under the config's fingerprint: the
-same config again is a no-op, a new seed or sigma list writes a new set, and `latest_pairs` shows, per
-recipe, the set of the latest run.
+the driver's pending query, which keeps the pairs not yet written under the plan's fingerprint: the
+same config and sources again is a no-op, a new seed, sigma list or patch size writes a new set. Every run
+records its plan's pair set (`pair_sets`: set id, pair id, fingerprint; a set already recorded is not
+written again) and names it in its run record; `latest_pairs` shows, per recipe, the set of the latest
+finished run, so pairs of images that are no longer a source (dropped by dedup, past --limit, of
+another patch size, whole images once patches exist) leave with it.
 """
 
 from __future__ import annotations
@@ -34,11 +37,11 @@ from million_ird.stages.split_plan import (
     PLAN,
     Planned,
     SplitError,
+    SplitPlan,
     SplitsConfig,
     plan_table,
-    split_fingerprint,
 )
-from million_ird.store import Store, new_run_id, write_parquet_atomic
+from million_ird.store import Store, new_run_id, plain, write_parquet_atomic
 
 log = logging.getLogger(__name__)
 
@@ -119,16 +122,15 @@ class SplitStage(Stage):
     needs = tuple(PLAN.names[1:])
     batch_size = 256
 
-    def __init__(self, root: Path, cfg: SplitsConfig, plan_file: Path) -> None:
-        self.root, self.cfg, self.plan_file = root, cfg, plan_file
-        self._fp = split_fingerprint(cfg)
+    def __init__(self, root: Path, cfg: SplitsConfig, fingerprint: str, plan_file: Path) -> None:
+        self.root, self.cfg, self.plan_file, self._fp = root, cfg, plan_file, fingerprint
 
     def candidates_sql(self) -> tuple[str, list[Any]]:
         """Every planned pair, read from the plan file."""
         return "SELECT * FROM read_parquet(?)", [str(self.plan_file)]
 
     def fingerprints(self) -> dict[str, str]:
-        """One unit: the split's config."""
+        """One unit: the split's config and what its pairs are made from."""
         return {"": self._fp}
 
     def setup(self) -> None:
@@ -148,23 +150,44 @@ class SplitStage(Stage):
         return pa.RecordBatch.from_pylist(rows, schema=PAIRS)
 
 
-def run_splits(store: Store, cfg: SplitsConfig, planned: list[Planned],
+def pair_set_id(fingerprint: str, pair_ids: list[str]) -> str:
+    """Content address of a pair set: a hash of its fingerprint and its sorted pair ids."""
+    digest = hashlib.sha256(fingerprint.encode())
+    for pair_id in sorted(pair_ids):
+        digest.update(b"\n" + pair_id.encode())
+    return digest.hexdigest()[:16]
+
+
+def record_pair_set(store: Store, plan: SplitPlan, run_id: str) -> str:
+    """Write the plan's pair set to `pair_sets` unless a run already recorded it; returns its id."""
+    ids = [p.pair_id for p in plan.pairs]
+    set_id = pair_set_id(plan.fingerprint, ids)
+    if not store.query("SELECT count(*) FROM pair_sets WHERE set_id = ?", [set_id]).column(0)[0].as_py():
+        n = len(ids)
+        store.append("pair_sets", pa.table({"set_id": [set_id] * n, "pair_id": ids,
+                                            "fingerprint": [plan.fingerprint] * n, "run_id": [run_id] * n}), run_id)
+    return set_id
+
+
+def run_splits(store: Store, cfg: SplitsConfig, plan: SplitPlan,
                run: driver.DriverConfig | None = None) -> dict[str, Any]:
-    """Write the pairs of `planned` not yet written under `cfg`'s fingerprint, through the driver."""
+    """Write the plan's pairs not yet written under its fingerprint, through the driver; the run record names
+    the plan's pair set (recorded first), which `latest_pairs` then shows for the recipe."""
     with store_lock(store.root):  # re-entrant: a no-op under the CLI's lock
         work = store.root / WORK
         for stale in work.glob(f"{PLAN_PREFIX}*.parquet"):  # a killed run's (no other writer is alive)
             stale.unlink()
         run_id = new_run_id("splits")
-        plan_file = write_parquet_atomic(plan_table(planned), work / f"{PLAN_PREFIX}{run_id}.parquet")
+        plan_file = write_parquet_atomic(plan_table(plan.pairs), work / f"{PLAN_PREFIX}{run_id}.parquet")
+        config = {**plain(cfg), **plan.record(), "pair_set": record_pair_set(store, plan, run_id)}
         try:
-            stats = driver.run(store, SplitStage(store.root, cfg, plan_file), run or driver.DriverConfig(),
-                               run_id=run_id, config=cfg)
+            stats = driver.run(store, SplitStage(store.root, cfg, plan.fingerprint, plan_file),
+                               run or driver.DriverConfig(), run_id=run_id, config=config)
         finally:
             plan_file.unlink(missing_ok=True)
             with contextlib.suppress(OSError):  # left when another stage (download) works there too
                 work.rmdir()
-    stats["planned"] = len(planned)
+    stats["planned"] = len(plan.pairs)
     return stats
 
 

@@ -190,7 +190,9 @@ def test_synthetic_prefers_kept_patches(tmp_path: Path) -> None:
          "member": m.member, "byte_offset": m.byte_offset, "nbytes": m.nbytes, "fingerprint": "f"},
         {"patch_id": "p2", "image_id": "img1", "x": 0, "y": 0, "size": 64, "kept": False, "fingerprint": "f"}],
         schema=PATCHES))
-    assert P.source_images(store) == [("p1", f"{m.shard}#{m.byte_offset}+{m.nbytes}")]
+    src = P.source_set(store)
+    assert src.kind == P.KEPT_PATCHES and src.patch_fingerprints == ("f",)
+    assert src.sources == [P.Source("p1", "img0", f"{m.shard}#{m.byte_offset}+{m.nbytes}")]
 
 
 @pytest.mark.parametrize("n,fraction,expected", [
@@ -199,7 +201,8 @@ def test_synthetic_prefers_kept_patches(tmp_path: Path) -> None:
 ])
 def test_synthetic_test_split_is_exact_in_size(tmp_path: Path, n: int, fraction: float, expected: int) -> None:
     store = small_store(tmp_path, n)
-    plan, counts = P.plan_synthetic(store, P.SplitsConfig("synthetic", seed=4, test_fraction=fraction))
+    planned = P.plan_synthetic(store, P.SplitsConfig("synthetic", seed=4, test_fraction=fraction))
+    plan, counts = planned.pairs, planned.counts
     test_ids = {p.pair_id.rsplit("/", 1)[1] for p in plan if p.split == "test"}
     train_ids = {p.pair_id.rsplit("/", 1)[1] for p in plan if p.split == "train"}
     assert len(test_ids) == expected == counts["test images"] and len(train_ids) == n - expected
@@ -344,9 +347,9 @@ def test_synthetic_split_of_patch_shards_verifies_and_exports(tmp_path: Path) ->
     store = small_store(tmp_path, 2)
     shards = ShardWriter(tmp_path, "files/patches/test", max_bytes=2**20)
     rows = []
-    for i in range(3):
+    for i in range(4):  # two patches of each of two images: one image is held out with both of its patches
         m = shards.add(f"p{i}.png", encode_png(np.random.default_rng(i).integers(0, 256, (32, 32, 3), dtype=np.uint8)))
-        rows.append({"patch_id": f"p{i}", "image_id": "img0", "x": 0, "y": 0, "size": 32, "kept": True,
+        rows.append({"patch_id": f"p{i}", "image_id": f"img{i // 2}", "x": 0, "y": 0, "size": 32, "kept": True,
                      "shard": m.shard, "member": m.member, "byte_offset": m.byte_offset, "nbytes": m.nbytes,
                      "fingerprint": "f"})
     shards.close()
