@@ -123,12 +123,19 @@ def read_patches(stores: list[Store]) -> list[PatchRow]:
     return rows
 
 
+# pairs of one split, never of an image the latest dedup dropped (one dropped after `splits` ran: the params of
+# a synthetic pair name its source image; benchmark pairs name none)
+PAIR_SQL = ("SELECT pair_id, split, task, clean, degraded, degradation, seed, sigma, params FROM latest_pairs "
+            "WHERE split = ? AND coalesce(json_extract_string(params, '$.image_id'), '') NOT IN "
+            "(SELECT image_id FROM latest_duplicates WHERE NOT kept) ORDER BY task, pair_id")
+
+
 def read_pairs(stores: list[Store], split: str, tasks: tuple[str, ...] | None = None) -> list[PairRow]:
-    """Pair rows of one split (optionally some tasks), ordered by (store, task, pair_id)."""
+    """Pair rows of one split (optionally some tasks) not dropped by their store's latest dedup, ordered by
+    (store, task, pair_id)."""
     rows: list[PairRow] = []
     for store in stores:
-        table = store.query("SELECT pair_id, split, task, clean, degraded, degradation, seed, sigma, params "
-                            "FROM latest_pairs WHERE split = ? ORDER BY task, pair_id", [split])
+        table = store.query(PAIR_SQL, [split])
         for r in table.to_pylist():
             if tasks and r["task"] not in tasks:
                 continue
