@@ -133,7 +133,7 @@ RayAddress = Annotated[str | None, typer.Option(help="Ray cluster to join (e.g. 
                                                 "RAY_ADDRESS, else a local Ray started for this run].")]
 RetryErrors = Annotated[bool, typer.Option(help="Also redo items whose earlier attempt with this config ended in "
                                            "a final error row (retryable errors are always redone).")]
-Limit = Annotated[int | None, typer.Option(help="Process at most N pending items this run.")]
+Limit = Annotated[int | None, typer.Option(min=1, help="Process at most N pending items this run.")]
 
 
 def driver_config(executor: str, workers: int, ray_address: str | None, retry_errors: bool,

@@ -92,7 +92,7 @@ def register(app: typer.Typer) -> None:
                                                      "share its split); needs N >= 2.")] = 0.2,
         rain_preset: Annotated[str, typer.Option(help="Synthetic recipe: rain preset (rain100l, light, medium, heavy).")] = "rain100l",
         digest: Annotated[bool, typer.Option(help="Also store pixel digests of on-the-fly training pairs (slower).")] = False,
-        limit: Annotated[int | None, typer.Option(help="Synthetic recipe: use the first N source images (by id).")] = None,
+        limit: Annotated[int | None, typer.Option(min=1, help="Synthetic recipe: use the first N source images (by id).")] = None,
         verify: Annotated[bool, typer.Option("--verify", help="Only re-check the pairs in force (files, sha256, "
                                              "re-derived pixels); exit 1 on any mismatch.")] = False,
         export: Annotated[list[str] | None, typer.Option(help="Export the recipe's pairs in force: promptir, dsrir, "

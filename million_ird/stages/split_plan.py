@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 RECIPES = ("all-in-one", "synthetic")
 KEPT_PATCHES, WHOLE_IMAGES, BENCHMARK_FILES = "kept patches", "whole images", "benchmark files"  # what pairs are made of
-SPLITS_VERSION = "3"  # bump when the plan, the rows or the degradations they call change what is written
+SPLITS_VERSION = "4"  # bump when the plan, the rows or the degradations they call change what is written
 PLAN = pa.schema([  # one planned pair (the stage's candidates); args and meta are JSON objects
     pa.field("pair_id", pa.string(), nullable=False), pa.field("split", pa.string(), nullable=False),
     pa.field("task", pa.string(), nullable=False), pa.field("clean", pa.string(), nullable=False),
@@ -207,7 +207,8 @@ def plan_all_in_one(cfg: SplitsConfig) -> SplitPlan:
 # the patch settings (fingerprints) of the kept patches in force; then those of images the latest dedup kept,
 # else (no kept patch in force) whole downloaded images
 PATCH_SETTINGS_SQL = "SELECT DISTINCT fingerprint FROM latest_patches WHERE kept AND shard IS NOT NULL ORDER BY 1"
-KEPT_PATCHES_SQL = ("SELECT p.patch_id AS id, p.image_id, p.shard || '#' || p.byte_offset || '+' || p.nbytes AS path "
+KEPT_PATCHES_SQL = ("SELECT p.patch_id || '_' || p.size || 'px' AS id, p.image_id, "  # ids of 64 and 128 px cuts collide
+                    "p.shard || '#' || p.byte_offset || '+' || p.nbytes AS path "
                     "FROM latest_patches p JOIN catalog c USING (image_id) "
                     "WHERE p.kept AND p.shard IS NOT NULL AND NOT c.duplicate_dropped ORDER BY p.patch_id")
 WHOLE_IMAGES_SQL = ("SELECT image_id AS id, image_id, path FROM catalog WHERE status = 'ok' "

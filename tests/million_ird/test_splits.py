@@ -192,7 +192,7 @@ def test_synthetic_prefers_kept_patches(tmp_path: Path) -> None:
         schema=PATCHES))
     src = P.source_set(store)
     assert src.kind == P.KEPT_PATCHES and src.patch_fingerprints == ("f",)
-    assert src.sources == [P.Source("p1", "img0", f"{m.shard}#{m.byte_offset}+{m.nbytes}")]
+    assert src.sources == [P.Source("p1_64px", "img0", f"{m.shard}#{m.byte_offset}+{m.nbytes}")]  # size: ids of cuts collide
 
 
 @pytest.mark.parametrize("n,fraction,expected", [

@@ -160,3 +160,21 @@ def test_kept_patches_only_of_dropped_images_is_a_one_line_error(tmp_path: Path)
     assert len(lines) == 1 and str(tmp_path) in lines[0], lines
     assert "every kept patch in force is of an image the latest dedup dropped" in lines[0]
     assert "million-ird patches" in lines[0] and not (tmp_path / "pairs").exists()
+
+
+def test_an_image_recut_at_another_size_gets_new_pairs_while_others_keep_the_old_size(tmp_path: Path) -> None:
+    """Patch ids of 64- and 128-px cuts collide (img_0_0); the settings in force stay {64, 128} while images
+    move from one to the other, so only the size in the pair id keeps a stale 64-px pair out of force."""
+    store = Store(tmp_path / "s")
+    add_photos(store, [f"img{i}" for i in range(4)])
+    cut(store, 64)
+
+    def cut_128(limit: int) -> None:  # `patches --size 128 --limit N`: the next N images only
+        run_patches(store, PatchesConfig(size=128, cell=16), DriverConfig(progress=False, limit=limit))
+
+    cut_128(2)
+    splits(store)
+    assert in_force_is_current(store)
+    cut_128(1)  # one more image moves to 128 px; the last stays at 64: the same settings in force as before
+    splits(store)
+    assert in_force_is_current(store)
