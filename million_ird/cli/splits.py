@@ -24,7 +24,7 @@ from million_ird.images import resolve
 from million_ird.sources.benchmarks import LayoutError
 from million_ird.stages import split_plan as P
 from million_ird.stages import splits as S
-from million_ird.store import Store, StoreError, new_run_id
+from million_ird.store import EXPORT_DIR, Store, StoreError, new_run_id
 from million_ird.summary import format_table
 
 log = logging.getLogger(__name__)
@@ -97,7 +97,7 @@ def register(app: typer.Typer) -> None:
                                              "re-derived pixels); exit 1 on any mismatch.")] = False,
         export: Annotated[list[str] | None, typer.Option(help="Export the recipe's pairs in force: promptir, dsrir, "
                                                          "mioir (repeatable); written under --export-dir.")] = None,
-        export_dir: Annotated[Path | None, typer.Option(help="Folder for exports [default: DIR/exports/RECIPE].")] = None,
+        export_dir: Annotated[Path | None, typer.Option(help="Folder for exports, outside the store or under DIR/export/ [default: DIR/export/splits-RECIPE].")] = None,
         workers: Workers = 1,
         executor: Executor = "local",
         ray_address: RayAddress = None,
@@ -122,12 +122,13 @@ def register(app: typer.Typer) -> None:
                              paths=paths)
         run = driver_config(executor, workers, ray_address, False, None)
         try:
+            out = store.check_output(export_dir or store.root / EXPORT_DIR / f"splits-{recipe}", "--export-dir")
             plan = P.plan_pairs(store, cfg)
             typer.echo(format_table(P.counts_table(plan.counts)))
             typer.echo(plan.describe())
             with executor_errors():
                 stats = S.run_splits(store, cfg, plan, run)
-            exported = _export(store, recipe, export, export_dir or store.root / "exports" / recipe, seed) if export else {}
+            exported = _export(store, recipe, export, out, seed) if export else {}
         except (LayoutError, P.SplitError, StoreError) as exc:
             fail(str(exc))
         typer.echo(format_table(S.summary_rows(store, stats)))

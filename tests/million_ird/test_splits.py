@@ -165,7 +165,7 @@ def test_synthetic_split_is_reproducible_and_verifiable(tmp_path: Path) -> None:
     assert {r["task"] for r in a} == {"denoise", "derain", "dehaze"} and {r["split"] for r in a} == {"train", "test"}
     assert len({r["seed"] for r in a}) == len(a)
     assert all("pixels_sha256" in json.loads(r["params"]) for r in a)
-    assert (tmp_path / "a" / "exports" / "synthetic" / "mioir" / "train.csv").exists()
+    assert (tmp_path / "a" / "export" / "splits-synthetic" / "mioir" / "train.csv").exists()
     assert RUNNER.invoke(cli(), ["splits", "--manifest", str(tmp_path / "a"), "--recipe", "synthetic",
                                  "--verify"]).exit_code == 0
     # a clean image that changed after the split was written is caught by re-derivation
@@ -278,7 +278,7 @@ def test_promptir_export_has_every_synthetic_pair(tmp_path: Path) -> None:
     res = RUNNER.invoke(cli(), ["splits", "--manifest", str(tmp_path), "--recipe", "synthetic", "--test-fraction",
                                 "0.4", "--export", "promptir"])
     assert res.exit_code == 0, res.output
-    out = tmp_path / "exports" / "synthetic" / "promptir"
+    out = tmp_path / "export" / "splits-synthetic" / "promptir"
     rows = list(S.iter_rows(store, "synthetic"))
     n = Counter((r["split"], r["task"]) for r in rows)
     assert n[("train", "derain")] == 3 and n[("test", "dehaze")] == 2  # on the fly / generated as PNG
@@ -339,8 +339,10 @@ def test_a_new_config_writes_a_new_set_and_the_latest_run_is_in_force(tmp_path: 
     assert res.exit_code == 0, res.output
     rows = in_force(store)
     assert len(rows) == 6 * 3 and {r["sigma"] for r in rows if r["task"] == "denoise"} == {15.0}
-    exported = (tmp_path / "exports/synthetic/mioir/train.csv").read_text().splitlines()[1:]
+    exported = (tmp_path / "export/splits-synthetic/mioir/train.csv").read_text().splitlines()[1:]
     assert len(exported) == sum(r["split"] == "train" for r in rows)  # only the set in force is exported
+    res = RUNNER.invoke(cli(), [*base, "--export", "mioir", "--export-dir", str(tmp_path / "pairs")])
+    assert res.exit_code == 2 and "inside the store" in res.output  # never over a table of the store
 
 
 def test_synthetic_split_of_patch_shards_verifies_and_exports(tmp_path: Path) -> None:
@@ -358,7 +360,7 @@ def test_synthetic_split_of_patch_shards_verifies_and_exports(tmp_path: Path) ->
     res = RUNNER.invoke(cli(), [*args, "--export", "promptir"])
     assert res.exit_code == 0, res.output
     assert RUNNER.invoke(cli(), [*args, "--verify"]).exit_code == 0
-    out = tmp_path / "exports/synthetic/promptir"
+    out = tmp_path / "export/splits-synthetic/promptir"
     denoise = sorted(p.name for p in out.glob("Train/Denoise/*"))
     assert len(denoise) == 2 and all(p.endswith(".png") and "#" not in p for p in denoise)
     clean = next(out.glob("Train/Derain/gt/*.png"))
