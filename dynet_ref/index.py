@@ -105,11 +105,9 @@ def _absolute(store: Store, path: str) -> Path:
     return p if p.is_absolute() else store.root / p
 
 
-# kept patches as shard member references (SHARD.tar#OFFSET+NBYTES, read by million_ird.images), never of an
-# image the latest dedup run dropped (a duplicate or a test-set match), even one cut before dedup ran
-PATCH_SQL = ("SELECT patch_id, shard || '#' || byte_offset || '+' || nbytes AS path FROM latest_patches "
-             "WHERE kept AND shard IS NOT NULL "
-             "AND image_id NOT IN (SELECT image_id FROM latest_duplicates WHERE NOT kept) ORDER BY patch_id")
+# kept patches as shard member references, never of an image the latest dedup run dropped (a duplicate or a
+# test-set match), even one cut before dedup ran: the store's `kept_patches` view
+PATCH_SQL = "SELECT patch_id, ref AS path FROM kept_patches ORDER BY patch_id"
 
 
 def read_patches(stores: list[Store]) -> list[PatchRow]:

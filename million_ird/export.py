@@ -1,7 +1,7 @@
 """Export a store's kept patches as a Hugging Face Parquet dataset or as WebDataset tar shards.
 
-What is exported: the kept patches of `latest_patches` (the patch settings in force) of images that dedup
-did not drop (`catalog.duplicate_dropped` false), in `selection` if one is given. Each patch's PNG bytes are
+What is exported: the store's `kept_patches` (the kept patches of the settings in force, of images the latest
+dedup did not drop), in `selection` if one is given. Each patch's PNG bytes are
 copied from its shard as they are, never decoded or re-encoded, so the pixels are the store's exactly.
 Rows go out in shard then byte-offset order, so the shards are read front to back.
 
@@ -66,8 +66,7 @@ LOCATION = ("shard", "member", "byte_offset", "nbytes")
 EXPORT_SQL = """
 SELECT p.patch_id, p.image_id, c.source, p.x, p.y, p.size, p.flat_ratio, c.niqe, c.brisque, c.nima, c.url,
        p.shard, p.member, p.byte_offset, p.nbytes
-FROM latest_patches p JOIN catalog c USING (image_id)
-WHERE p.kept AND NOT c.duplicate_dropped {selection}
+FROM kept_patches p JOIN catalog c USING (image_id) {selection}
 """
 
 
@@ -149,7 +148,7 @@ def plan(store: Store, cfg: ExportConfig) -> ExportPlan:
     selection, params = "", []
     if cfg.selection:
         store.check_selection(cfg.selection)
-        selection = "AND image_id IN (SELECT image_id FROM selections WHERE selection = ?)"
+        selection = "WHERE image_id IN (SELECT image_id FROM selections WHERE selection = ?)"
         params = [cfg.selection]
     sql = EXPORT_SQL.format(selection=selection)
     with store.connect() as con:

@@ -69,6 +69,12 @@ LATEST_PAIR_SETS = """
 SELECT p.* FROM pairs p
 SEMI JOIN pair_sets s ON s.set_id IN ({sets}) AND s.pair_id = p.pair_id AND s.fingerprint = p.fingerprint
 """
+# the kept patches in force of images the latest dedup kept, each with `ref` (SHARD.tar#OFFSET+NBYTES, which
+# million_ird.images reads): what splits, the trainer and export take
+KEPT_PATCHES = """
+SELECT *, shard || '#' || byte_offset || '+' || nbytes AS ref FROM latest_patches
+WHERE kept AND shard IS NOT NULL AND image_id NOT IN (SELECT image_id FROM latest_duplicates WHERE NOT kept)
+"""
 # the rows of the latest *finished* dedup run (its run record is written last), so a run that found no
 # duplicate clears the earlier ones and a killed run's rows are never in force
 LATEST_DUPLICATES = "SELECT * FROM duplicates WHERE run_id = {run}"
@@ -389,6 +395,7 @@ class Store:
         con.execute(f"CREATE VIEW latest_pairs AS {self._latest_pairs_sql()}")
         con.execute(f"CREATE VIEW latest_duplicates AS {LATEST_DUPLICATES.format(run=_literal(self.latest_run('dedup')))}")
         con.execute(f"CREATE VIEW catalog AS {CATALOG.format(metric_columns=columns)}")
+        con.execute(f"CREATE VIEW kept_patches AS {KEPT_PATCHES}")
         return con
 
     def _score_views(self, con: duckdb.DuckDBPyConnection, files: list[Path], build: bool) -> list[str]:

@@ -207,10 +207,8 @@ def plan_all_in_one(cfg: SplitsConfig) -> SplitPlan:
 # the patch settings (fingerprints) of the kept patches in force; then those of images the latest dedup kept,
 # else (no kept patch in force) whole downloaded images
 PATCH_SETTINGS_SQL = "SELECT DISTINCT fingerprint FROM latest_patches WHERE kept AND shard IS NOT NULL ORDER BY 1"
-KEPT_PATCHES_SQL = ("SELECT p.patch_id || '_' || p.size || 'px' AS id, p.image_id, "  # ids of 64 and 128 px cuts collide
-                    "p.shard || '#' || p.byte_offset || '+' || p.nbytes AS path "
-                    "FROM latest_patches p JOIN catalog c USING (image_id) "
-                    "WHERE p.kept AND p.shard IS NOT NULL AND NOT c.duplicate_dropped ORDER BY p.patch_id")
+KEPT_PATCHES_SQL = ("SELECT patch_id || '_' || size || 'px' AS id, image_id, ref AS path "  # ids of 64/128-px cuts collide
+                    "FROM kept_patches ORDER BY patch_id")
 WHOLE_IMAGES_SQL = ("SELECT image_id AS id, image_id, path FROM catalog WHERE status = 'ok' "
                     "AND path IS NOT NULL AND NOT duplicate_dropped ORDER BY image_id")
 
