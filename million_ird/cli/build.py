@@ -29,9 +29,8 @@ def run_recipe(recipe_path: Path, manifest: Path, inputs: Path | None = None,
             code, message = exc.exit_code, exc.format_message()
             typer.echo(f"error: {' '.join(message.split())}", err=True)
         if code:  # the step printed why; later steps would build on what it did not do
-            typer.echo(f"error: {recipe_path}: step `million-ird {args[0]}` failed (exit {code}); fix it and run "
-                       "build again (steps that finished are not redone)", err=True)
-            raise typer.Exit(code)
+            fail(f"{recipe_path}: step `million-ird {args[0]}` failed (exit {code}); fix it and run build again "
+                 "(steps that finished are not redone)", code)
 
     try:
         recipe = load_recipe(recipe_path, cli_commands(typer.main.get_command(app)))

@@ -23,10 +23,10 @@ Wait = Annotated[bool, typer.Option("--wait", help="When another writing command
 Command = TypeVar("Command", bound=Callable[..., Any])
 
 
-def fail(message: str) -> NoReturn:
-    """Print a one-line error to stderr and exit with status 2."""
+def fail(message: str, code: int = 2) -> NoReturn:
+    """Print a one-line error to stderr and exit with status `code` (2: bad input or state)."""
     typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(2)
+    raise typer.Exit(code)
 
 
 def existing_store(manifest: Path, check_layout: bool = True) -> Store:
